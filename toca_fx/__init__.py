@@ -1,0 +1,14 @@
+"""toca_fx: token-wise feature caching (ToCa) for diffusion transformers, as a torch.compile backend.
+
+    model = torch.compile(model, backend=toca_fx.toca_backend)
+    model = torch.compile(model, backend="toca", options={"interval": 4, "fresh_ratio": 0.1})
+"""
+
+import torch
+
+from .backend import ToCa, toca_backend
+from .config import PRESETS, ToCaConfig
+
+torch._dynamo.register_backend(toca_backend, name="toca")
+
+__all__ = ["PRESETS", "ToCa", "ToCaConfig", "toca_backend"]

@@ -1,0 +1,131 @@
+"""The toca_fx torch.compile backend: capture → analyse → rewrite → lower → run.
+
+Dynamo hands over one FX graph per graph-break region. For each region::
+
+    analysis = analyse(gm, config)          # passes/: sites, token axes, score sources
+    region   = Region(gm, analysis, ...)    # runtime: builds FULL/PARTIAL variants lazily,
+    return region                           #          lowers each with the inner compiler
+
+A region with nothing cacheable is lowered as it is, with one warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.fx as fx
+
+from .config import ToCaConfig
+from .passes.analysis import analyse
+from .report import site_table
+from .runtime import Clock, Region
+
+log = logging.getLogger("toca_fx")
+
+
+def lower(compiler: str) -> Callable[[fx.GraphModule, list], Callable]:
+    """The inner compiler that turns each variant into code."""
+    if compiler == "eager":
+        return lambda gm, example_inputs: gm.forward
+    if compiler == "aot_eager":
+        return torch._dynamo.lookup_backend("aot_eager")
+    from torch._inductor.compile_fx import compile_fx
+
+    return compile_fx
+
+
+def _has_symbolic_shapes(example_inputs) -> bool:
+    return any(isinstance(t, torch.Tensor) and any(isinstance(s, torch.SymInt) for s in t.shape) for t in example_inputs)
+
+
+class ToCa:
+    """A ToCa backend object that keeps its state, for users who need control.
+
+    >>> toca = ToCa("pixart-alpha", num_steps=20)          # or ToCa(ToCaConfig(...), interval=4)
+    >>> model = torch.compile(model, backend=toca)
+    >>> toca.reset(); image = sample(model); print(toca.report())
+    """
+
+    def __init__(self, config: ToCaConfig | str | None = None, **overrides):
+        if isinstance(config, str):
+            config = ToCaConfig.preset(config, **overrides)
+        elif config is None:
+            config = ToCaConfig(**overrides)
+        elif overrides:
+            config = ToCaConfig.from_options({**_fields(config), **overrides})
+        if not isinstance(config, ToCaConfig):
+            raise TypeError(f"ToCa config must be a ToCaConfig, a preset name or None; got {type(config).__name__}")
+        self.config = config
+        self.clock = Clock(config.num_steps)
+        self.regions: list[Region] = []
+        self.fallbacks: list[str] = []
+
+    def __call__(self, gm: fx.GraphModule, example_inputs: list) -> Callable:
+        compiler = lower(self.config.compiler)
+        if _has_symbolic_shapes(example_inputs):
+            reason = "graph has dynamic shapes (compile with dynamic=False)"
+            log.warning("toca_fx: %s: running it uncached", reason)
+            self.fallbacks.append(reason)
+            return compiler(gm, example_inputs)
+        analysis = analyse(gm, self.config)
+        if not analysis.cacheable:
+            reasons = sorted({s.reason for s in analysis.sites}) or ["no residual branch over a token stream"]
+            log.warning("toca_fx: nothing cacheable in a graph of %d nodes (%s): plain %s",
+                        len(gm.graph.nodes), "; ".join(reasons), self.config.compiler)
+            self.fallbacks.append("; ".join(reasons))
+            return compiler(gm, example_inputs)
+        region = Region(gm, analysis, self.config, self.clock, compiler)
+        self.regions.append(region)
+        log.info("toca_fx: region %d: %s", len(self.regions) - 1, _summary(analysis))
+        for note in analysis.notes:
+            log.info("toca_fx: %s", note)
+        return region
+
+    # -- control and observability -----------------------------------------------------------
+    def reset(self, num_steps: int | None = None) -> None:
+        """Start a new generation (optionally with a new number of steps); drops every cache."""
+        self.clock.reset(num_steps)
+        for region in self.regions:
+            region.reset()
+
+    @property
+    def sites(self):
+        return [site for region in self.regions for site in region.analysis.sites]
+
+    @property
+    def stats(self) -> dict[str, int]:
+        runs = [r.runs for r in self.regions] or [{}]
+        return {
+            "full_steps": max(r.get("full", 0) for r in runs),
+            "partial_steps": max(r.get("partial", 0) for r in runs),
+            "compiled_variants": sum(len(r.variants) for r in self.regions),
+            "regions": len(self.regions),
+            "generations": self.clock.generation,
+        }
+
+    def report(self) -> str:
+        """One row per site: block, kind, policy, per-step ratio range and cache bytes."""
+        return site_table(self.regions, self.clock.horizon)
+
+
+def _fields(config: ToCaConfig) -> dict:
+    return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def _summary(analysis) -> str:
+    counts: dict[str, int] = {}
+    for site in analysis.sites:
+        key = f"{site.kind}/{site.policy}"
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{n} {k}" for k, n in counts.items()) + f"; {analysis.grid_note}"
+
+
+def toca_backend(gm: fx.GraphModule, example_inputs: list, options: Mapping | None = None) -> Callable:
+    """``torch.compile(model, backend=toca_backend, options={...})``: ToCa with a config from options.
+
+    Each call (one per graph region) gets its own state. Use :class:`ToCa` to share one clock
+    across the regions of a model with graph breaks, or to call ``reset()``/``report()``.
+    """
+    return ToCa(ToCaConfig.from_options(options))(gm, example_inputs)

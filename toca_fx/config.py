@@ -1,0 +1,171 @@
+"""ToCa settings: one validated, immutable config object plus the reference presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+SITE_KINDS = ("self_attention", "cross_attention", "mlp", "joint_attention", "mixed")
+SCORES = ("attention", "cross_entropy", "random")
+COMPILERS = ("inductor", "eager", "aot_eager")
+
+
+@dataclass(frozen=True)
+class ToCaConfig:
+    """How often to compute fully, how many tokens to refresh in between, and how to pick them.
+
+    The defaults are the PixArt-alpha ("ToCa") preset of the reference implementation.
+    """
+
+    interval: int = 3
+    fresh_ratio: float = 0.30
+    score: str = "cross_entropy"
+    cache_weight: float = 0.25
+    spatial_grid: int = 4
+    spatial_weight: float = 0.4
+    step_weight: float = 0.9
+    layer_weight: float = 0.6
+    self_attention_weight: float = 0.0
+    cross_attention_weight: float = 0.6
+    mlp_weight: float = 1.6
+    joint_attention_weight: float = 0.0
+    mixed_weight: float = 1.6
+    cfg_shared: bool = True
+    leading_full_steps: int = 1
+    interval_step_weight: float = 0.2
+    count_down: bool = False
+    num_steps: int | None = None
+    step_buckets: int = 4
+    attention_chunk: int = 256
+    cache_dtype: torch.dtype | None = None
+    compiler: str = "inductor"
+
+    def __post_init__(self) -> None:
+        for name in ("interval", "spatial_grid", "leading_full_steps", "attention_chunk"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("step_buckets", self.step_buckets, minimum=0)
+        if self.num_steps is not None:
+            _check_int("num_steps", self.num_steps, minimum=1)
+        _check_real("fresh_ratio", self.fresh_ratio, 0.0, 1.0)
+        for name in ("cache_weight", "spatial_weight") + tuple(f"{k}_weight" for k in SITE_KINDS):
+            _check_real(name, getattr(self, name), 0.0, math.inf)
+        for name in ("step_weight", "layer_weight"):
+            _check_real(name, getattr(self, name), -math.inf, math.inf)
+        # The interval divisor 1 - w + 2*w*p must stay positive for every p in [0, 1].
+        _check_real("interval_step_weight", self.interval_step_weight, -1.0, 1.0, closed=False)
+        _check_choice("score", self.score, SCORES)
+        _check_choice("compiler", self.compiler, COMPILERS)
+        for name in ("cfg_shared", "count_down"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(_message(name, "a bool", getattr(self, name)))
+        if self.cache_dtype is not None:
+            _check_float_dtype("cache_dtype", self.cache_dtype)
+
+    def kind_weight(self, kind: str) -> float:
+        """The per-kind ratio factor f_module for a site kind."""
+        if kind not in SITE_KINDS:
+            raise ValueError(f"site kind must be one of {_quoted(SITE_KINDS)}; got {kind!r}")
+        return getattr(self, f"{kind}_weight")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> ToCaConfig:
+        """A reference preset (see PRESETS), with some fields overridden."""
+        if name not in _PRESETS:
+            raise ValueError(f"unknown ToCa preset {name!r}; presets: {_quoted(PRESETS)}")
+        return cls(**{**_PRESETS[name], **overrides})
+
+    @classmethod
+    def from_options(cls, options: Mapping | None) -> ToCaConfig:
+        """Build a config from torch.compile's `options`: "preset" picks the base, other keys override fields."""
+        options = dict(options or {})
+        valid = ("preset",) + tuple(f.name for f in dataclasses.fields(cls))
+        for key in options:
+            if key not in valid:
+                raise ValueError(f"unknown ToCa option {key!r}; valid options: {', '.join(valid)}")
+        preset = options.pop("preset", "pixart-alpha")
+        if isinstance(options.get("cache_dtype"), str):
+            options["cache_dtype"] = _dtype_from_name(options["cache_dtype"])
+        return cls.preset(preset, **options)
+
+
+_PRESETS = {
+    "pixart-alpha": {},
+    "toca": {},
+    "dit": dict(
+        fresh_ratio=0.07,
+        interval=3,
+        step_weight=-2.0,
+        layer_weight=-0.2,
+        self_attention_weight=0.0,
+        cross_attention_weight=0.0,
+        mlp_weight=2.5,
+        score="attention",
+        spatial_grid=2,
+        spatial_weight=0.6,
+        cfg_shared=False,
+        count_down=True,
+        interval_step_weight=0.0,
+    ),
+    "fora": dict(
+        interval=3,
+        fresh_ratio=0.0,
+        interval_step_weight=0.0,
+        step_weight=0.0,
+        layer_weight=0.0,
+        score="random",
+        spatial_weight=0.0,
+        cache_weight=0.0,
+    ),
+    "random": dict(score="random"),
+}
+PRESETS = tuple(_PRESETS)
+
+
+def _quoted(names) -> str:
+    return ", ".join(repr(n) for n in names)
+
+
+def _message(name: str, expected: str, value) -> str:
+    return f"ToCaConfig.{name} must be {expected}; got {value!r}"
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(_message(name, "an int", value))
+    if value < minimum:
+        raise ValueError(_message(name, f">= {minimum}", value))
+
+
+def _check_real(name: str, value, low: float, high: float, closed: bool = True) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(_message(name, "a float", value))
+    inside = low <= value <= high if closed else low < value < high
+    if not (inside and math.isfinite(value)):
+        left, right = "[]" if closed else "()"
+        raise ValueError(_message(name, f"a finite float in {left}{low:g}, {high:g}{right}", value))
+
+
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str):
+        raise TypeError(_message(name, f"a str, one of {_quoted(choices)}", value))
+    if value not in choices:
+        raise ValueError(_message(name, f"one of {_quoted(choices)}", value))
+
+
+def _check_float_dtype(name: str, value) -> None:
+    if not isinstance(value, torch.dtype):
+        raise TypeError(_message(name, "None or a torch floating dtype", value))
+    if not value.is_floating_point:
+        raise ValueError(_message(name, "None or a torch floating dtype", value))
+
+
+def _dtype_from_name(name: str) -> torch.dtype:
+    """Map "bfloat16" or "torch.bfloat16" to the dtype, so options can be plain strings."""
+    dtype = getattr(torch, name.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(_message("cache_dtype", "None or a torch floating dtype name", name))
+    return dtype

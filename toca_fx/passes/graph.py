@@ -1,0 +1,67 @@
+"""Small helpers over Dynamo FX graphs shared by the passes."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.fx as fx
+from torch.fx.node import map_arg
+
+
+def example_value(node):
+    """The value Dynamo (``example_value``) or a fake-tensor pass (``val``) recorded for a node."""
+    if not isinstance(node, fx.Node):
+        return None
+    return node.meta.get("example_value", node.meta.get("val"))
+
+
+def is_method(node: fx.Node, *names: str) -> bool:
+    return node.op == "call_method" and node.target in names
+
+
+def tensor_args(node: fx.Node) -> list[fx.Node]:
+    """The input nodes of ``node`` (flattened over args and kwargs), tensors or tuples of them."""
+    found: list[fx.Node] = []
+    map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+    return list(dict.fromkeys(found))
+
+
+class Ancestry:
+    """Ancestor sets of every node as Python-int bitsets: cheap `a is an ancestor of b` queries."""
+
+    def __init__(self, graph: fx.Graph):
+        self.order = {node: i for i, node in enumerate(graph.nodes)}
+        self.bits: dict[fx.Node, int] = {}
+        for node in graph.nodes:
+            bits = 0
+            for arg in tensor_args(node):
+                bits |= self.bits[arg] | (1 << self.order[arg])
+            self.bits[node] = bits
+
+    def is_ancestor(self, a: fx.Node, b: fx.Node) -> bool:
+        return bool(self.bits[b] >> self.order[a] & 1)
+
+    def between(self, source: fx.Node, sink: fx.Node) -> list[fx.Node]:
+        """Nodes that depend on ``source`` and feed ``sink`` (sink included), in graph order."""
+        mask = self.bits[sink] | (1 << self.order[sink])
+        nodes = [n for n, i in self.order.items() if mask >> i & 1]
+        return [n for n in nodes if n is not source and self.is_ancestor(source, n)]
+
+
+_MODULE_PARTS = re.compile(r"\.__dict__\['_modules'\]\['([^']+)'\]|\['([^']+)'\]")
+
+
+def module_path(node: fx.Node) -> str:
+    """Dotted path of the innermost module that owns ``node`` (empty for the root)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    raw = list(stack.values())[-1][0]
+    raw = re.sub(r"^L\['self'\]", "", raw)
+    path = _MODULE_PARTS.sub(lambda m: "." + (m.group(1) or m.group(2)), raw)
+    return re.sub(r"@\d+$", "", path).strip(".")
+
+
+def is_tensor_node(node) -> bool:
+    return isinstance(example_value(node), torch.Tensor)

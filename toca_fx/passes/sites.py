@@ -1,0 +1,163 @@
+"""Site discovery: residual branches of the token stream, found from the graph alone.
+
+A *site* is an ``add(x, branch(x))`` whose operands have the stream's shape (B, N, C) and where
+``x`` is an ancestor of the branch, through at least one weighted op (linear, matmul, SDPA, conv).
+Timestep-conditioned pointwise tails are peeled off so that the cache holds the pre-gate value::
+
+    before:  x ─┬─ norm ─ mod ─ attn ─ out_proj ─ (/ 1.0) ─ (* gate_t) ─ add ─▶
+                └────────────────────────────────────────────────────────┘
+    site:    stream = x, output = out_proj (cached), tail = [/ 1.0, * gate_t], residual = add
+
+Each site is then classified with the token analysis (:mod:`.tokens`):
+
+* no token-mixing op before the output → ``partial`` (``mlp``, or ``cross_attention`` when an SDPA
+  takes keys from outside the stream);
+* a mixing op whose result flows straight to the output → ``reuse`` (``self_attention``);
+* a mixing op joined with token-local work before the output (FLUX single-stream) → ``partial``
+  (``mixed``): the mixing op's rows come from an interior cache;
+* anything the analysis cannot prove → ``full`` (exact recompute), with the reason.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+
+from .graph import Ancestry, example_value, module_path, tensor_args
+from .tokens import SDPA, WEIGHTED_OPS, TokenFlow, Unprovable, trace_tokens
+
+_ADDS = {operator.add, torch.add, operator.iadd}
+_PEELABLE = {operator.mul, torch.mul, operator.truediv, torch.div, operator.add, torch.add}
+
+
+@dataclass
+class Site:
+    """One residual branch of one block, and what a partial step does with it."""
+
+    block: str
+    kind: str
+    policy: str
+    reason: str
+    stream: fx.Node
+    output: fx.Node
+    residual: fx.Node
+    nodes: list[fx.Node] = field(default_factory=list)
+    flow: TokenFlow | None = None
+    interior: list[fx.Node] = field(default_factory=list)
+    attention: fx.Node | None = None
+    layer: int = 0
+
+    @property
+    def num_tokens(self) -> int:
+        return example_value(self.stream).shape[1]
+
+    @property
+    def name(self) -> str:
+        return f"{self.block or '<root>'}:{self.kind}"
+
+
+def _is_residual_add(node: fx.Node, ancestry: Ancestry) -> tuple[fx.Node, fx.Node] | None:
+    if node.op != "call_function" or node.target not in _ADDS or len(node.args) != 2:
+        return None
+    a, b = node.args
+    values = [example_value(a), example_value(b)]
+    if not all(isinstance(v, torch.Tensor) for v in values):
+        return None
+    if values[0].shape != values[1].shape or values[0].dim() != 3:
+        return None
+    for stream, branch in ((a, b), (b, a)):
+        if ancestry.is_ancestor(stream, branch):
+            return stream, branch
+    return None
+
+
+def _peel_tail(branch: fx.Node, stream_nodes: set[fx.Node]) -> fx.Node:
+    """Walk up pointwise ops whose other operand is independent of the stream and constant over tokens."""
+    node = branch
+    while node.op == "call_function" and node.target in _PEELABLE and len(node.users) == 1:
+        inputs = [a for a in node.args if isinstance(a, fx.Node)]
+        inner = [a for a in inputs if a in stream_nodes]
+        if len(inner) != 1 or (node.target in (operator.truediv, torch.div) and node.args[0] is not inner[0]):
+            break
+        side = [a for a in inputs if a is not inner[0]]
+        if any(a.dim() >= 2 and a.shape[-2] != 1 for a in map(example_value, side)):
+            break
+        node = inner[0]
+    return node
+
+
+def _classify(site: Site) -> None:
+    flow = trace_tokens(site.nodes, site.stream)
+    site.flow = flow
+    attention = [n for n in site.nodes if n.target in SDPA]
+    site.attention = attention[0] if attention else None
+    tainted: set[fx.Node] = set()
+    for node in site.nodes:
+        if node in flow.mixing or any(a in tainted for a in tensor_args(node)):
+            tainted.add(node)
+    if site.output not in tainted:
+        cross = any(n.args[1] not in flow.dims for n in attention)
+        site.kind, site.policy = ("cross_attention" if cross else "mlp"), "partial"
+        return
+    # Interior caches: mixing results that meet token-local work before the output.
+    joins = [
+        n for n in site.nodes
+        if n in tainted and n not in flow.mixing
+        and any(a in flow.dims and a not in tainted for a in tensor_args(n))
+    ]
+    if not joins:
+        site.kind, site.policy = "self_attention", "reuse"
+        site.reason = "token-mixing op feeds the output: reused whole at partial steps"
+        return
+    site.kind, site.policy = "mixed", "partial"
+    site.interior = list(dict.fromkeys(a for n in joins for a in tensor_args(n) if a in tainted))
+
+
+def _check_contained(site: Site, tail: set[fx.Node]) -> None:
+    inside = set(site.nodes) | tail
+    for node in site.nodes:
+        if node is site.output:
+            continue
+        outside = [u for u in node.users if u not in inside]
+        if outside:
+            raise Unprovable(f"{node.name} is also used outside the branch by {outside[0].name}")
+
+
+def find_sites(graph: fx.Graph) -> list[Site]:
+    """All residual sites of ``graph`` in graph order, classified."""
+    ancestry = Ancestry(graph)
+    sites: list[Site] = []
+    for node in graph.nodes:
+        found = _is_residual_add(node, ancestry)
+        if found is None:
+            continue
+        stream, branch = found
+        nodes = ancestry.between(stream, branch)
+        if not any(n.target in WEIGHTED_OPS for n in nodes):
+            continue
+        output = _peel_tail(branch, set(nodes))
+        tail = {n for n in nodes if ancestry.is_ancestor(output, n)} | {node}
+        site = Site(block=module_path(node), kind="mlp", policy="partial", reason="",
+                    stream=stream, output=output, residual=node,
+                    nodes=[n for n in nodes if n not in tail])
+        try:
+            _check_contained(site, tail)
+            _classify(site)
+        except Unprovable as exc:
+            site.policy, site.reason = "full", str(exc)
+            site.kind = "self_attention" if any(n.target in SDPA for n in site.nodes) else "mlp"
+        sites.append(site)
+    sites = _innermost(sites)
+    blocks = list(dict.fromkeys(s.block for s in sites))
+    for site in sites:
+        site.layer = blocks.index(site.block)
+    return sites
+
+
+def _innermost(sites: list[Site]) -> list[Site]:
+    """Drop sites whose branch contains another site's residual add (keep the innermost)."""
+    residuals = {s.residual for s in sites}
+    return [s for s in sites if not any(n in residuals for n in s.nodes)]

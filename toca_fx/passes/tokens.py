@@ -1,0 +1,294 @@
+"""Token-dimension analysis: which ops of a branch are token-local, and where the token axis is.
+
+Applies DESIGN §3.1 op by op over a Dynamo (torch-level) FX graph. Starting from the residual
+stream ``x`` of shape (B, N, C) with its token axis at dim 1, every node that depends on ``x``
+gets the position of the token axis in its output, found from the op's semantics and the example
+shapes Dynamo recorded::
+
+    x (B,N,C) -t1-> linear -t1-> view(B,-1,H,D) -t1-> transpose(1,2) -t2-> sdpa(q, k_ctx, v_ctx) -t2->
+
+An op either keeps tokens apart (linear on channels, layer norm, pointwise math, reshapes that
+leave the token axis whole, SDPA whose keys do not come from the stream) or *mixes* them (SDPA or
+a matmul whose both sides come from the stream, a softmax or reduction over the token axis).
+Anything else raises :class:`Unprovable` with the reason: the analysis never guesses.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+from .graph import example_value, is_method, tensor_args
+
+
+class Unprovable(Exception):
+    """The analysis cannot prove where the token axis goes; the message says why."""
+
+
+@dataclass(frozen=True)
+class TokenFlow:
+    """Token axis of every stream-dependent node, the token-mixing nodes, and shape args to rewrite."""
+
+    dims: dict[fx.Node, int]
+    mixing: frozenset[fx.Node]
+    token_args: dict[fx.Node, tuple[int, ...]]  # node -> positions in its shape arguments that hold N
+
+
+_POINTWISE_FUNCTIONS = {
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, operator.pow,
+    torch.add, torch.sub, torch.mul, torch.div, torch.neg, torch.pow, torch.exp, torch.tanh,
+    torch.sigmoid, torch.sqrt, torch.rsqrt, torch.square, torch.abs, torch.sin, torch.cos,
+    torch.clamp, torch.where, torch.erf, torch.log, torch.reciprocal,
+    F.gelu, F.silu, F.relu, F.mish, F.dropout, F.sigmoid, F.tanh, F.leaky_relu, F.elu, F.softplus,
+    torch.nn.functional.hardswish,
+}
+_POINTWISE_METHODS = {
+    "add", "sub", "mul", "div", "truediv", "pow", "neg", "exp", "tanh", "sigmoid", "sqrt",
+    "rsqrt", "square", "abs", "clamp", "float", "half", "bfloat16", "to", "type_as", "contiguous",
+    "clone", "detach", "sin", "cos", "reciprocal", "relu", "__add__", "__mul__", "__sub__",
+    "__truediv__", "__radd__", "__rmul__",
+}
+# Methods whose extra tensor argument only gives a dtype or device, never values.
+_DTYPE_ONLY_METHODS = {"to", "type_as"}
+_RESHAPE_METHODS = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
+_RESHAPE_FUNCTIONS = {torch.reshape, torch.flatten, torch.unflatten, torch.squeeze, torch.unsqueeze}
+_SHAPE_ARG_METHODS = {"view", "reshape", "expand"}
+_REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "std", "norm", "logsumexp"}
+_SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, F.normalize}
+SDPA = (F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention)
+_MATMUL = {torch.matmul, operator.matmul, torch.bmm}
+WEIGHTED_OPS = {F.linear, torch.matmul, operator.matmul, torch.bmm, torch.einsum, F.conv1d, F.conv2d, F.conv3d, torch.addmm, *SDPA}
+
+
+def op_name(node: fx.Node) -> str:
+    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+
+
+def _norm_dim(dim: int, ndim: int) -> int:
+    return dim + ndim if dim < 0 else dim
+
+
+def _shape(node) -> tuple[int, ...] | None:
+    value = example_value(node)
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+
+def _reshape_dim(in_shape, dim, out_shape) -> int:
+    """Where the token axis lands after a reshape: the output axis of the same size whose prefix
+    product equals the input's, i.e. the axis was neither split nor merged."""
+    prefix = math.prod(in_shape[:dim])
+    for j, size in enumerate(out_shape):
+        if size == in_shape[dim] and math.prod(out_shape[:j]) == prefix:
+            return j
+    raise Unprovable(f"reshape {tuple(in_shape)} -> {tuple(out_shape)} splits or merges the token axis")
+
+
+def _getitem_dim(index, dim, ndim) -> int:
+    index = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(i, (fx.Node, torch.Tensor, list)) for i in index):
+        raise Unprovable("tensor indexing of a token-carrying value")
+    consumed = sum(1 for i in index if i is not None and i is not Ellipsis)
+    expanded = []
+    for i in index:
+        expanded.extend([slice(None)] * (ndim - consumed) if i is Ellipsis else [i])
+    expanded += [slice(None)] * (ndim - sum(1 for i in expanded if i is not None))
+    src, out = 0, 0
+    for i in expanded:
+        if i is None:
+            out += 1
+            continue
+        if src == dim:
+            if i != slice(None):
+                raise Unprovable("indexing along the token axis")
+            return out
+        if not isinstance(i, int):
+            out += 1
+        src += 1
+    raise Unprovable("getitem lost the token axis")
+
+
+class _Tracer:
+    def __init__(self, source: fx.Node, source_dim: int):
+        self.dims: dict[fx.Node, int] = {source: source_dim}
+        self.mixing: set[fx.Node] = set()
+        self.token_args: dict[fx.Node, tuple[int, ...]] = {}
+        self.num_tokens = _shape(source)[source_dim]
+
+    def stream_inputs(self, node):
+        return [a for a in tensor_args(node) if a in self.dims]
+
+    def visit(self, node: fx.Node) -> None:
+        ins = self.stream_inputs(node)
+        if not ins:
+            return
+        if node.op != "call_function" and node.op != "call_method":
+            raise Unprovable(f"{node.op} {op_name(node)} consumes the stream")
+        self.dims[node] = self.output_dim(node, ins)
+
+    def output_dim(self, node, ins) -> int:
+        target, name = node.target, op_name(node)
+        out_shape = _shape(node)
+        x = node.args[0] if node.args else None
+        if target is operator.getitem and not isinstance(example_value(x), torch.Tensor):
+            return self.dims[x]  # element of a chunk/split tuple: same token axis
+        if out_shape is None and not (is_method(node, "chunk", "split", "unbind") or target in (torch.chunk, torch.split)):
+            raise Unprovable(f"{name} returns a non-tensor from the stream")
+        if target in SDPA:
+            return self.sdpa(node)
+        if target in _MATMUL:
+            return self.matmul(node, ins)
+        if target is F.linear:
+            return self.channel_op(node, x, 1)
+        if target in (F.layer_norm, F.rms_norm):
+            return self.channel_op(node, x, len(node.args[1]))
+        if target in _SOFTMAX or is_method(node, "softmax", "log_softmax"):
+            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+            return self.along(node, x, dim, mixes=True)
+        if is_method(node, *_REDUCTIONS) or target in (torch.sum, torch.mean, torch.amax, torch.var, torch.norm):
+            return self.reduction(node, x)
+        if is_method(node, "chunk", "split", "unbind") or target in (torch.chunk, torch.split):
+            dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
+            return self.along(node, x, dim, mixes=False)
+        if target is operator.getitem:
+            return _getitem_dim(node.args[1], self.dims[x], example_value(x).dim())
+        if target in (torch.cat, torch.stack):
+            return self.concat(node)
+        if is_method(node, "transpose", "swapaxes") or target is torch.transpose:
+            return self.transpose(node, x)
+        if is_method(node, "permute") or target is torch.permute:
+            perm = node.args[1] if isinstance(node.args[1], (tuple, list)) else node.args[1:]
+            return list(_norm_dim(p, len(perm)) for p in perm).index(self.dims[x])
+        if target in _RESHAPE_FUNCTIONS or is_method(node, *_RESHAPE_METHODS) or is_method(node, "expand"):
+            return self.reshape(node, x, out_shape)
+        if target in _POINTWISE_FUNCTIONS or is_method(node, *_POINTWISE_METHODS):
+            return self.pointwise(node, ins, out_shape)
+        raise Unprovable(f"unknown op {name!r} on the stream")
+
+    def pointwise(self, node, ins, out_shape) -> int:
+        dims = {self.dims[a] + len(out_shape) - example_value(a).dim() for a in ins}
+        if len(dims) != 1:
+            raise Unprovable(f"{op_name(node)} combines stream values with different token axes")
+        dim = dims.pop()
+        side = [] if is_method(node, *_DTYPE_ONLY_METHODS) else [a for a in tensor_args(node) if a not in self.dims]
+        for a in side:
+            shape = _shape(a)
+            at = dim - (len(out_shape) - len(shape))
+            if at >= 0 and shape[at] != 1:
+                raise Unprovable(f"{op_name(node)} reads a side input {a.name} indexed by token")
+        return dim
+
+    def channel_op(self, node, x, trailing: int) -> int:
+        dim = self.dims[x]
+        if dim >= example_value(x).dim() - trailing:
+            self.mixing.add(node)
+        return dim
+
+    def along(self, node, x, dim, mixes: bool) -> int:
+        token = self.dims[x]
+        if dim is None or _norm_dim(dim, example_value(x).dim()) == token:
+            if not mixes:
+                raise Unprovable(f"{op_name(node)} splits the token axis")
+            self.mixing.add(node)
+        return token
+
+    def reduction(self, node, x) -> int:
+        token, ndim = self.dims[x], example_value(x).dim()
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        dims = range(ndim) if dim is None else [_norm_dim(d, ndim) for d in (dim if isinstance(dim, (tuple, list)) else [dim])]
+        if token in dims:
+            self.mixing.add(node)
+            return token
+        keepdim = node.kwargs.get("keepdim", False)
+        return token if keepdim else token - sum(1 for d in dims if d < token)
+
+    def concat(self, node) -> int:
+        tensors = node.args[0]
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        stream = [t for t in tensors if t in self.dims]
+        tokens = {self.dims[t] for t in stream}
+        ndim = example_value(stream[0]).dim()
+        if len(tokens) != 1:
+            raise Unprovable("cat of stream values with different token axes")
+        token, dim = tokens.pop(), _norm_dim(dim, ndim + (node.target is torch.stack))
+        if node.target is torch.cat and dim == token:
+            raise Unprovable("cat along the token axis joins other tokens to the stream")
+        if any(_shape(t)[token] != 1 for t in tensors if t not in self.dims) and node.target is torch.cat:
+            raise Unprovable("cat with a side input indexed by token")
+        return token + (node.target is torch.stack and dim <= token)
+
+    def transpose(self, node, x) -> int:
+        ndim, token = example_value(x).dim(), self.dims[x]
+        a, b = (_norm_dim(d, ndim) for d in node.args[1:3])
+        return b if token == a else a if token == b else token
+
+    def reshape(self, node, x, out_shape) -> int:
+        in_shape = _shape(x)
+        if is_method(node, "expand"):
+            dim = self.dims[x] + len(out_shape) - len(in_shape)
+        else:
+            dim = _reshape_dim(in_shape, self.dims[x], out_shape)
+        if is_method(node, *_SHAPE_ARG_METHODS) or node.target is torch.reshape:
+            self.record_shape_arg(node, dim)
+        return dim
+
+    def record_shape_arg(self, node, dim) -> None:
+        """Remember where the literal token count sits in a view/reshape/expand shape."""
+        flat = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
+        if "shape" in node.kwargs or "size" in node.kwargs:
+            raise Unprovable(f"{op_name(node)} with a keyword shape")
+        if any(isinstance(s, fx.Node) for s in flat):
+            raise Unprovable(f"{op_name(node)} with a computed shape")
+        if flat[dim] not in (-1, self.num_tokens):
+            raise Unprovable(f"{op_name(node)} shape {tuple(flat)} does not name the token count")
+        if flat[dim] == self.num_tokens:
+            self.token_args[node] = (dim,)
+
+    def sdpa(self, node) -> int:
+        q, k, v = node.args[:3]
+        mask = node.kwargs.get("attn_mask", node.args[3] if len(node.args) > 3 else None)
+        if node.kwargs.get("is_causal") or node.kwargs.get("enable_gqa"):
+            raise Unprovable("causal or grouped-query SDPA")
+        if q not in self.dims:
+            self.mixing.add(node)  # queries from elsewhere attend over stream tokens
+            return self.dims[k if k in self.dims else v]
+        if self.dims[q] != example_value(q).dim() - 2:
+            raise Unprovable("SDPA whose query token axis is not dim -2")
+        if k in self.dims or v in self.dims:
+            self.mixing.add(node)
+        elif isinstance(mask, fx.Node):
+            if mask in self.dims or _shape(mask)[-2] != 1:
+                raise Unprovable("SDPA mask indexed by query token")
+        return self.dims[q]
+
+    def matmul(self, node, ins) -> int:
+        a, b = node.args[:2]
+        out_ndim = example_value(node).dim()
+        if len(ins) == 2:
+            self.mixing.add(node)
+            return self.dims[a] + out_ndim - example_value(a).dim()
+        if a in self.dims:
+            ndim = example_value(a).dim()
+            if self.dims[a] == ndim - 1:
+                self.mixing.add(node)  # the token axis is contracted
+            elif math.prod(_shape(b)[:-2]) != 1:
+                raise Unprovable("matmul with a batched side matrix")
+            return self.dims[a] + out_ndim - ndim
+        ndim = example_value(b).dim()
+        if self.dims[b] == ndim - 2:
+            self.mixing.add(node)
+        elif self.dims[b] != ndim - 1:
+            raise Unprovable("matmul with the stream as a batched right operand")
+        return out_ndim - 1
+
+
+def trace_tokens(nodes: list[fx.Node], source: fx.Node, source_dim: int = 1) -> TokenFlow:
+    """Token axis of every node in ``nodes`` (topological order) that depends on ``source``."""
+    tracer = _Tracer(source, source_dim)
+    for node in nodes:
+        tracer.visit(node)
+    return TokenFlow(dict(tracer.dims), frozenset(tracer.mixing), dict(tracer.token_args))

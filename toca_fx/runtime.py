@@ -1,0 +1,179 @@
+"""Run one compiled region: pick the step's variant, thread the caches through, keep the clock.
+
+Per call the host does only dictionary work and, where the region has a timestep input, one
+scalar read of it for step detection. Token selection, gather, compute and scatter all happen
+inside the compiled variant.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+
+from .config import ToCaConfig
+from .passes.analysis import RegionAnalysis
+from .passes.rewrite import StateKey, Variant, build_full, build_partial
+from .schedule import SiteSpec, StepPlan, build_schedule
+
+log = logging.getLogger("toca_fx")
+
+
+class Clock:
+    """Step and generation counter shared by all regions of one ToCa backend.
+
+    The step advances when a region sees a new (lower) timestep; a timestep that jumps back up,
+    or :meth:`reset`, starts a new generation. The number of steps is the configured one, or
+    the length of the previous generation.
+    """
+
+    def __init__(self, num_steps: int | None):
+        self.num_steps = num_steps
+        self.generation = 0
+        self.step = 0
+        self.last_timestep: float | None = None
+        self.started = False  # whether the current generation has run a step
+        self.learned: int | None = None
+
+    @property
+    def horizon(self) -> int | None:
+        return self.num_steps or self.learned
+
+    def reset(self, num_steps: int | None = None) -> None:
+        if self.started:
+            self.learned = self.step + 1
+        self.started = False
+        if num_steps is not None:
+            self.num_steps = num_steps
+        self.generation += 1
+        self.step = 0
+        self.last_timestep = None
+
+    def observe(self, timestep: float) -> None:
+        last = self.last_timestep
+        if last is not None and timestep > last:
+            log.info("toca_fx: timestep went up (%s -> %s): new generation", last, timestep)
+            self.reset()
+        elif last is not None and timestep < last:
+            self.step += 1
+        self.started = True
+        self.last_timestep = timestep
+
+
+@dataclass
+class SlotState:
+    """Caches of one call slot (pipelines that call the transformer twice per step get two)."""
+
+    generation: int
+    tensors: dict[StateKey, torch.Tensor | None] = field(default_factory=dict)
+    ready: bool = False
+
+
+Compiler = Callable[[fx.GraphModule, list], Callable]
+
+
+class Region:
+    """One Dynamo graph region with its FULL and PARTIAL variants and per-slot state."""
+
+    def __init__(self, gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig, clock: Clock, compiler: Compiler):
+        self.gm, self.analysis, self.config, self.clock, self.compiler = gm, analysis, config, clock, compiler
+        self.specs = [SiteSpec(s.kind, s.layer, s.num_tokens) for s in analysis.sites]
+        self.variants: dict[tuple | str, tuple[Variant, Callable | None]] = {}
+        self.schedules: dict[int, tuple[StepPlan, ...]] = {}
+        self.states: dict[int, SlotState] = {}
+        self.calls_in_step: Counter = Counter()
+        self.own_step: tuple[int | None, int] = (None, -1)  # (generation, step) counted from own calls
+        self.runs = Counter()
+
+    # -- schedule -------------------------------------------------------------------------
+    def schedule(self, num_steps: int) -> tuple[StepPlan, ...]:
+        if num_steps not in self.schedules:
+            self.schedules[num_steps] = build_schedule(self.config, num_steps, self.specs)
+        return self.schedules[num_steps]
+
+    def plan(self, step: int) -> StepPlan | None:
+        """The step's plan, or None (run FULL) when the number of steps is not known yet."""
+        horizon = self.clock.horizon
+        if not self.specs or horizon is None or step >= horizon:
+            return None
+        return self.schedule(horizon)[step]
+
+    # -- call -----------------------------------------------------------------------------
+    def _position(self, args) -> tuple[int, int]:
+        """(step, slot) of this call."""
+        if self.analysis.timestep is not None:
+            self.clock.observe(float(args[self.analysis.timestep].reshape(-1)[0]))
+            step = self.clock.step
+        else:
+            step = self.clock.step if self.clock.last_timestep is not None else self._count_own_step()
+        key = (self.clock.generation, step)
+        slot = self.calls_in_step[key]
+        self.calls_in_step = Counter({key: slot + 1})
+        return step, slot
+
+    def _count_own_step(self) -> int:
+        """Without any timestep input the region counts its own calls per generation."""
+        generation, step = self.own_step
+        step = step + 1 if generation == self.clock.generation else 0
+        horizon = self.clock.horizon
+        if horizon is not None and step >= horizon:
+            self.clock.reset()
+            step = 0
+        self.own_step = (self.clock.generation, step)
+        self.clock.step, self.clock.started = step, True
+        return step
+
+    def __call__(self, *args):
+        step, slot = self._position(args)
+        state = self.states.get(slot)
+        if state is None or state.generation != self.clock.generation:
+            state = self.states[slot] = SlotState(self.clock.generation)
+        plan = self.plan(step)
+        if plan is None or plan.full or not state.ready:
+            variant, fn = self._variant("full", args, state)
+            self.runs["full"] += 1
+            state.tensors.clear()
+        else:
+            variant, fn = self._variant(plan.fresh, args, state)
+            self.runs["partial"] += 1
+            for index, k in enumerate(plan.fresh):
+                if k >= self.specs[index].num_tokens:
+                    state.tensors.pop(("counter", index), None)
+        outputs = fn(*args, *(self._input(state, key, args) for key in variant.inputs))
+        model_outputs = outputs[: variant.num_model_outputs]
+        state.tensors.update(zip(variant.outputs, outputs[variant.num_model_outputs:]))
+        state.ready = True
+        return model_outputs
+
+    def _input(self, state: SlotState, key: StateKey, args) -> torch.Tensor:
+        value = state.tensors.get(key)
+        if value is None and key[0] == "counter":  # all tokens fresh after a full refresh
+            stream = self.analysis.sites[key[1]].stream.meta["example_value"]
+            value = torch.zeros(stream.shape[:2], dtype=torch.float32, device=args[0].device)
+        return value
+
+    def _variant(self, key, args, state: SlotState) -> tuple[Variant, Callable]:
+        if key not in self.variants:
+            variant = (build_full(self.gm, self.analysis, self.config) if key == "full"
+                       else build_partial(self.gm, self.analysis, self.config, key))
+            example = [*args, *(self._input(state, k, args) for k in variant.inputs)]
+            log.info("toca_fx: compiling %s variant (%d state inputs)", "FULL" if key == "full" else f"PARTIAL k={key}", len(variant.inputs))
+            self.variants[key] = (variant, self.compiler(variant.module, example))
+        return self.variants[key]
+
+    def cache_bytes(self) -> dict[int, int]:
+        """Bytes of cache held per site, summed over slots."""
+        held: Counter = Counter()
+        for state in self.states.values():
+            for key, tensor in state.tensors.items():
+                if key[0] in ("cache", "interior") and tensor is not None:
+                    held[key[1]] += tensor.numel() * tensor.element_size()
+        return dict(held)
+
+    def reset(self) -> None:
+        self.states.clear()
+        self.calls_in_step.clear()

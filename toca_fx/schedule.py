@@ -1,0 +1,136 @@
+"""The ToCa step schedule: which steps are full and how many tokens each site refreshes.
+
+Everything here runs on the host before sampling, so the compiled model never has to
+turn a device value into a Python int (no host syncs) and each step's shapes are known.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tabulate import tabulate
+
+from toca_fx.config import SITE_KINDS, ToCaConfig
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """What the schedule needs to know about one cache site."""
+
+    kind: str
+    layer: int
+    num_tokens: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in SITE_KINDS:
+            raise ValueError(f"SiteSpec.kind must be one of {SITE_KINDS}; got {self.kind!r}")
+        if self.layer < 0 or self.num_tokens < 1:
+            raise ValueError(f"SiteSpec needs layer >= 0 and num_tokens >= 1; got {self}")
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """One sampling step: full or partial, and the fresh token count k of every site."""
+
+    index: int
+    full: bool
+    progress: float
+    fresh: tuple[int, ...]
+
+
+def is_full_step(config: ToCaConfig, step: int, num_steps: int) -> bool:
+    """Whether `step` (counted upward from 0) computes everything and refills the caches."""
+    if config.interval == 1 or step < config.leading_full_steps:
+        return True
+    w = config.interval_step_weight
+    interval = max(1, round(config.interval / (1 - w + 2 * w * step / num_steps)))
+    counter = num_steps - 1 - step if config.count_down else step
+    return counter % interval == 0
+
+
+def site_ratio(config: ToCaConfig, progress: float, layer: int, num_layers: int, kind: str) -> float:
+    """The fraction of a site's tokens to refresh: fresh_ratio * f_step * f_layer * f_module, clamped."""
+    depth = layer / (num_layers - 1) if num_layers > 1 else 0.0
+    f_step = _linear(config.step_weight, progress)
+    f_layer = _linear(config.layer_weight, depth)
+    ratio = config.fresh_ratio * f_step * f_layer * config.kind_weight(kind)
+    return min(max(ratio, 0.0), 1.0)
+
+
+def fresh_count(ratio: float, num_tokens: int) -> int:
+    """floor(ratio * num_tokens), tolerant of float error so that e.g. 0.29 * 100 gives 29."""
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"ratio must be in [0, 1]; got {ratio!r}")
+    return min(num_tokens, math.floor(ratio * num_tokens + 1e-9))
+
+
+def build_schedule(config: ToCaConfig, num_steps: int, sites: Sequence[SiteSpec]) -> tuple[StepPlan, ...]:
+    """The plan of every step; a pure function of its arguments."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1; got {num_steps!r}")
+    num_layers = max((site.layer for site in sites), default=0) + 1
+    plans = []
+    for step in range(num_steps):
+        progress = _bucketed(step / num_steps, config.step_buckets)
+        full = is_full_step(config, step, num_steps)
+        fresh = tuple(
+            site.num_tokens
+            if full
+            else fresh_count(site_ratio(config, progress, site.layer, num_layers, site.kind), site.num_tokens)
+            for site in sites
+        )
+        plans.append(StepPlan(step, full, progress, fresh))
+    return tuple(plans)
+
+
+def schedule_table(plans: Sequence[StepPlan], sites: Sequence[SiteSpec]) -> str:
+    """A report table: per step, full or partial, the share of tokens refreshed, and the k range per site kind."""
+    kinds = [kind for kind in SITE_KINDS if any(site.kind == kind for site in sites)]
+    total_tokens = sum(site.num_tokens for site in sites)
+    rows = []
+    for plan in plans:
+        row = [plan.index, "full" if plan.full else "partial", f"{plan.progress:.3f}"]
+        row.append(f"{sum(plan.fresh) / total_tokens:.1%}" if total_tokens else "-")
+        for kind in kinds:
+            ks = [k for k, site in zip(plan.fresh, sites) if site.kind == kind]
+            row.append(str(min(ks)) if min(ks) == max(ks) else f"{min(ks)}-{max(ks)}")
+        rows.append(row)
+    headers = ["step", "type", "progress", "fresh tokens"] + [f"k {kind}" for kind in kinds]
+    return tabulate(rows, headers=headers)
+
+
+def predicted_flops(
+    plans: Sequence[StepPlan],
+    full_flops: float,
+    site_token_flops: Sequence[float],
+    site_context_flops: Sequence[float],
+    sites: Sequence[SiteSpec],
+) -> float:
+    """Total FLOPs over the plan: partial steps save the skipped tokens' work, and a site with
+    k == 0 also saves its context work (e.g. projecting text keys for cross-attention)."""
+    total = 0.0
+    for plan in plans:
+        cost = full_flops
+        if not plan.full:
+            for k, site, token_flops, context_flops in zip(
+                plan.fresh, sites, site_token_flops, site_context_flops, strict=True
+            ):
+                cost -= token_flops * (1 - k / site.num_tokens)
+                if k == 0:
+                    cost -= context_flops
+        total += cost
+    return total
+
+
+def _linear(weight: float, x: float) -> float:
+    """The reference's linear factor: 1 + w at x = 0 down to 1 - w at x = 1."""
+    return 1 + weight - 2 * weight * x
+
+
+def _bucketed(progress: float, buckets: int) -> float:
+    """Snap progress to its bucket centre so only `buckets` distinct partial plans exist."""
+    if buckets == 0:
+        return progress
+    return (math.floor(progress * buckets) + 0.5) / buckets

@@ -1,0 +1,160 @@
+"""Token scores and selection for ToCa partial steps.
+
+Every function here is inserted as a ``call_function`` node into FX graphs
+that Inductor compiles, so all of them are pure tensor code: no host syncs,
+no branching on tensor values, and every size (k, grid, chunk, CFG flag) is a
+Python value fixed at trace time. Scores are computed in float32.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _mean_halves(x: Tensor) -> Tensor:
+    """Mean of the cond and uncond halves of a CFG batch."""
+    if x.shape[0] % 2:
+        raise ValueError(f"cfg_shared needs an even batch, got {x.shape[0]}")
+    half = x.shape[0] // 2
+    return 0.5 * (x[:half] + x[half:])
+
+
+def _probs(q: Tensor, k: Tensor, attn_mask: Tensor | None) -> Tensor:
+    """Softmax attention probabilities in float32, with SDPA mask semantics.
+
+    ``q`` is already scaled. Rows with every key masked give zeros, as
+    SDPA's math path does, instead of NaN.
+    """
+    logits = q @ k.transpose(-2, -1)
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            logits = logits.masked_fill(~attn_mask, float("-inf"))
+        else:
+            logits = logits + attn_mask.float()
+    probs = logits.softmax(dim=-1)
+    return probs if attn_mask is None else torch.nan_to_num(probs, nan=0.0)
+
+
+def _scaled_query(q: Tensor, scale: float | None) -> Tensor:
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    return q.float() * scale
+
+
+def attention_received(q, k, attn_mask=None, scale=None, chunk=256, cfg_shared=False) -> Tensor:
+    """s1: how much head-mean attention each key token receives, (B, Nk).
+
+    Query rows are processed ``chunk`` at a time so the full Nq x Nk map is
+    never materialised. The result is L2-normalised over tokens.
+    """
+    q = _scaled_query(q, scale)
+    k = k.float()
+    num_queries = q.shape[-2]
+    mask_has_rows = attn_mask is not None and attn_mask.dim() >= 2 and attn_mask.shape[-2] > 1
+    received = None
+    for start in range(0, num_queries, chunk):
+        rows = slice(start, start + chunk)
+        mask = attn_mask[..., rows, :] if mask_has_rows else attn_mask
+        part = _probs(q[..., rows, :], k, mask).mean(dim=1).sum(dim=1)
+        received = part if received is None else received + part
+    score = F.normalize(received, dim=-1)
+    if cfg_shared:
+        score = _mean_halves(score)
+        return torch.cat([score, score])
+    return score
+
+
+def cross_attention_entropy(q, k, attn_mask=None, scale=None, cfg_shared=False) -> Tensor:
+    """s2: normL2(1 + entropy) of each query's head-mean attention over the text keys, (B, Nq).
+
+    With ``cfg_shared`` the cond and uncond maps are averaged first, so both
+    halves get the same score.
+    """
+    attn = _probs(_scaled_query(q, scale), k.float(), attn_mask).mean(dim=1)
+    if cfg_shared:
+        attn = _mean_halves(attn)
+    entropy = -(attn * torch.log(attn + 1e-7)).sum(dim=-1)
+    score = F.normalize(1.0 + entropy, dim=-1)
+    return torch.cat([score, score]) if cfg_shared else score
+
+
+def _spatial_bonus(total: Tensor, grid: tuple[int, int], cell: int, weight: float) -> Tensor:
+    """s4: add ``weight * score`` to the best token of each cell x cell block.
+
+    Spreads the fresh tokens over the image instead of letting them cluster.
+    """
+    height, width = grid
+    batch, tokens = total.shape
+    if height * width != tokens:
+        raise ValueError(f"grid {grid} does not match {tokens} tokens")
+    if height % cell or width % cell:
+        raise ValueError(f"grid {grid} is not divisible into {cell}x{cell} cells")
+    shape = (batch, height // cell, cell, width // cell, cell)
+    cells = total.reshape(shape).permute(0, 1, 3, 2, 4).reshape(batch, -1, cell * cell)
+    best, where = cells.max(dim=-1, keepdim=True)
+    cells = cells + torch.zeros_like(cells).scatter(-1, where, weight * best)
+    cells = cells.reshape(batch, height // cell, width // cell, cell, cell)
+    return cells.permute(0, 1, 3, 2, 4).reshape(batch, tokens)
+
+
+def select_fresh(
+    score,
+    counter,
+    k,
+    *,
+    cache_weight,
+    interval,
+    grid=None,
+    spatial_grid=1,
+    spatial_weight=0.0,
+    cfg_shared=False,
+) -> Tensor:
+    """Indices (B, k) of the tokens to recompute: top-k of score + staleness (+ spatial bonus).
+
+    The staleness term ``cache_weight * counter / interval`` (s3) makes sure
+    no token stays cached forever. With ``cfg_shared`` both halves select on
+    their mean and get the same indices.
+    """
+    score = score.float()
+    counter = counter.float()
+    if cfg_shared:
+        score = _mean_halves(score)
+        counter = _mean_halves(counter)
+    total = score + cache_weight * counter / interval
+    if grid is not None and spatial_weight > 0:
+        total = _spatial_bonus(total, grid, spatial_grid, spatial_weight)
+    idx = torch.topk(total, k, dim=-1, sorted=False).indices
+    return torch.cat([idx, idx]) if cfg_shared else idx
+
+
+def random_score(like: Tensor) -> Tensor:
+    """Uniform random scores (B, N) for the "random" selector, which needs no attention map."""
+    return torch.rand(like.shape[:2], device=like.device, dtype=torch.float32)
+
+
+def update_counter(counter: Tensor, idx: Tensor) -> Tensor:
+    """Age every token by one step and reset the freshly computed ones to 0."""
+    return (counter + 1).scatter(1, idx, torch.zeros_like(idx, dtype=counter.dtype))
+
+
+def _token_index(idx: Tensor, like_shape: torch.Size, dim: int) -> Tensor:
+    """Expand ``idx`` (B, k) to index ``dim`` of a tensor shaped like ``like_shape``."""
+    view = [1] * len(like_shape)
+    view[0], view[dim] = idx.shape
+    shape = list(like_shape)
+    shape[dim] = idx.shape[1]
+    return idx.reshape(view).expand(shape)
+
+
+def gather_tokens(x: Tensor, idx: Tensor, dim: int = 1) -> Tensor:
+    """The tokens ``idx`` of ``x`` along ``dim``: the input of a partial-step branch."""
+    dim = dim % x.dim()
+    return torch.gather(x, dim, _token_index(idx, x.shape, dim))
+
+
+def scatter_tokens(cache: Tensor, idx: Tensor, values: Tensor, dim: int = 1) -> Tensor:
+    """``cache`` with the tokens ``idx`` along ``dim`` replaced by ``values`` (out-of-place)."""
+    dim = dim % cache.dim()
+    return cache.scatter(dim, _token_index(idx, values.shape, dim), values.to(cache.dtype))
