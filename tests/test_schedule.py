@@ -147,8 +147,8 @@ def test_fresh_count_rejects_ratios_outside_unit_interval():
 def test_predicted_flops_by_hand():
     sites = (SiteSpec("mlp", 0, 10), SiteSpec("cross_attention", 1, 10))
     plans = (StepPlan(0, True, 0.0, (10, 10)), StepPlan(1, False, 0.5, (5, 0)), StepPlan(2, False, 0.5, (10, 2)))
-    # Full: 100. Partial 1: 100 - 20 * 0.5 - (30 * 1 + 4) = 56. Partial 2: 100 - 0 - 30 * 0.8 = 76.
-    assert predicted_flops(plans, 100.0, (20.0, 30.0), (1.0, 4.0), sites) == pytest.approx(232.0)
+    # Full: 110 (with scores). Partial 1: 100 - 20 * 0.5 - (30 * 1 + 4) = 56. Partial 2: 100 - 0 - 30 * 0.8 = 76.
+    assert predicted_flops(plans, 110.0, 100.0, (20.0, 30.0), (1.0, 4.0), sites) == pytest.approx(242.0)
 
 
 def test_schedule_table_summarises_kinds():

@@ -48,7 +48,9 @@ class ToCa:
     >>> toca.reset(); image = sample(model); print(toca.report())
     """
 
-    def __init__(self, config: ToCaConfig | str | None = None, **overrides):
+    def __init__(self, config: ToCaConfig | str | None = None, *, inner_compiler: Callable | None = None, **overrides):
+        """``inner_compiler`` (``(gm, example_inputs) -> callable``) replaces ``config.compiler``:
+        a hook for debugging and tests that want to see each variant."""
         if isinstance(config, str):
             config = ToCaConfig.preset(config, **overrides)
         elif config is None:
@@ -58,12 +60,13 @@ class ToCa:
         if not isinstance(config, ToCaConfig):
             raise TypeError(f"ToCa config must be a ToCaConfig, a preset name or None; got {type(config).__name__}")
         self.config = config
+        self.inner_compiler = inner_compiler
         self.clock = Clock(config.num_steps)
         self.regions: list[Region] = []
         self.fallbacks: list[str] = []
 
     def __call__(self, gm: fx.GraphModule, example_inputs: list) -> Callable:
-        compiler = lower(self.config.compiler)
+        compiler = self.inner_compiler or lower(self.config.compiler)
         if _has_symbolic_shapes(example_inputs):
             reason = "graph has dynamic shapes (compile with dynamic=False)"
             log.warning("toca_fx: %s: running it uncached", reason)
@@ -75,13 +78,24 @@ class ToCa:
             log.warning("toca_fx: nothing cacheable in a graph of %d nodes (%s): plain %s",
                         len(gm.graph.nodes), "; ".join(reasons), self.config.compiler)
             self.fallbacks.append("; ".join(reasons))
-            return compiler(gm, example_inputs)
+            return self._keep_time(compiler(gm, example_inputs), analysis.timestep)
         region = Region(gm, analysis, self.config, self.clock, compiler)
         self.regions.append(region)
         log.info("toca_fx: region %d: %s", len(self.regions) - 1, _summary(analysis))
         for note in analysis.notes:
             log.info("toca_fx: %s", note)
         return region
+
+    def _keep_time(self, fn: Callable, timestep: int | None) -> Callable:
+        """A region without sites that reads the timestep still drives the step clock."""
+        if timestep is None:
+            return fn
+
+        def run(*args):
+            self.clock.observe(float(args[timestep].reshape(-1)[0]))
+            return fn(*args)
+
+        return run
 
     # -- control and observability -----------------------------------------------------------
     def reset(self, num_steps: int | None = None) -> None:
@@ -104,6 +118,11 @@ class ToCa:
             "regions": len(self.regions),
             "generations": self.clock.generation,
         }
+
+    def predicted_flops(self, num_steps: int) -> tuple[float, float]:
+        """(uncached, ToCa) FLOPs of a ``num_steps`` generation as the schedule table predicts them."""
+        pairs = [region.predicted_flops(num_steps) for region in self.regions]
+        return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
 
     def report(self) -> str:
         """One row per site: block, kind, policy, per-step ratio range and cache bytes."""

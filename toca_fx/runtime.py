@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.fx as fx
@@ -18,7 +18,8 @@ import torch.fx as fx
 from .config import ToCaConfig
 from .passes.analysis import RegionAnalysis
 from .passes.rewrite import StateKey, Variant, build_full, build_partial
-from .schedule import SiteSpec, StepPlan, build_schedule
+from .passes.flops import node_flops, site_costs
+from .schedule import SiteSpec, StepPlan, build_schedule, predicted_flops
 
 log = logging.getLogger("toca_fx")
 
@@ -87,13 +88,29 @@ class Region:
         self.states: dict[int, SlotState] = {}
         self.calls_in_step: Counter = Counter()
         self.own_step: tuple[int | None, int] = (None, -1)  # (generation, step) counted from own calls
-        self.runs = Counter()
+        self.runs = Counter()  # steps run, by variant type (counted on the first call slot)
 
     # -- schedule -------------------------------------------------------------------------
     def schedule(self, num_steps: int) -> tuple[StepPlan, ...]:
         if num_steps not in self.schedules:
-            self.schedules[num_steps] = build_schedule(self.config, num_steps, self.specs)
+            plans = build_schedule(self.config, num_steps, self.specs)
+            self.schedules[num_steps] = tuple(replace(p, fresh=self._effective(p.fresh)) for p in plans)
         return self.schedules[num_steps]
+
+    def _effective(self, fresh: tuple[int, ...]) -> tuple[int, ...]:
+        """What each site really computes: mixing sites run all tokens or none, unprovable sites all."""
+        def effective(site, k):
+            if site.policy == "full":
+                return site.num_tokens
+            return 0 if site.policy == "reuse" and k < site.num_tokens else k
+        return tuple(effective(s, k) for s, k in zip(self.analysis.sites, fresh))
+
+    def predicted_flops(self, num_steps: int) -> tuple[float, float]:
+        """(uncached, ToCa) FLOPs of ``num_steps`` calls, from the schedule table and per-site costs."""
+        base, token, context = site_costs(self.gm, self.analysis.sites)
+        full = sum(node_flops(build_full(self.gm, self.analysis, self.config).module).values())
+        toca = predicted_flops(self.schedule(num_steps), full, base, token, context, self.specs)
+        return float(base * num_steps), toca
 
     def plan(self, step: int) -> StepPlan | None:
         """The step's plan, or None (run FULL) when the number of steps is not known yet."""
@@ -135,11 +152,11 @@ class Region:
         plan = self.plan(step)
         if plan is None or plan.full or not state.ready:
             variant, fn = self._variant("full", args, state)
-            self.runs["full"] += 1
+            self.runs["full"] += slot == 0
             state.tensors.clear()
         else:
             variant, fn = self._variant(plan.fresh, args, state)
-            self.runs["partial"] += 1
+            self.runs["partial"] += slot == 0
             for index, k in enumerate(plan.fresh):
                 if k >= self.specs[index].num_tokens:
                     state.tensors.pop(("counter", index), None)

@@ -104,15 +104,18 @@ def schedule_table(plans: Sequence[StepPlan], sites: Sequence[SiteSpec]) -> str:
 def predicted_flops(
     plans: Sequence[StepPlan],
     full_flops: float,
+    partial_base_flops: float,
     site_token_flops: Sequence[float],
     site_context_flops: Sequence[float],
     sites: Sequence[SiteSpec],
 ) -> float:
-    """Total FLOPs over the plan: partial steps save the skipped tokens' work, and a site with
-    k == 0 also saves its context work (e.g. projecting text keys for cross-attention)."""
+    """Total FLOPs over the plan. A full step costs ``full_flops`` (the model plus score
+    bookkeeping); a partial step costs ``partial_base_flops`` (the model alone) less the skipped
+    tokens' work, and a site with k == 0 also saves its context work (e.g. projecting text keys
+    for cross-attention)."""
     total = 0.0
     for plan in plans:
-        cost = full_flops
+        cost = full_flops if plan.full else partial_base_flops
         if not plan.full:
             for k, site, token_flops, context_flops in zip(
                 plan.fresh, sites, site_token_flops, site_context_flops, strict=True

@@ -1,0 +1,56 @@
+"""FLOPs per node, counted by ``torch.utils.flop_counter`` over fake tensors (no real compute)."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+from torch._subclasses import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from .graph import example_value
+
+
+class _Counting(fx.Interpreter):
+    def __init__(self, module, counter: FlopCounterMode):
+        super().__init__(module)
+        self.counter = counter
+        self.flops: dict[str, int] = {}
+
+    def run_node(self, node):
+        before = self.counter.get_total_flops()
+        result = super().run_node(node)
+        self.flops[node.name] = self.counter.get_total_flops() - before
+        return result
+
+
+def node_flops(module: fx.GraphModule, inputs: list | None = None) -> dict[str, int]:
+    """FLOPs of every node of ``module``, by node name, for inputs shaped like ``inputs``
+    (default: the example values Dynamo recorded on the placeholders)."""
+    if inputs is None:
+        inputs = [example_value(n) for n in module.graph.nodes if n.op == "placeholder"]
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake_mode:
+        inputs = [torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+                  if isinstance(t, torch.Tensor) else t for t in inputs]
+    counter = FlopCounterMode(display=False)
+    interpreter = _Counting(module, counter)
+    with fake_mode, counter, torch.no_grad():
+        interpreter.run(*inputs)
+    return interpreter.flops
+
+
+def site_costs(module: fx.GraphModule, sites) -> tuple[int, list[int], list[int]]:
+    """The region's FLOPs, and per site the FLOPs that scale with its tokens and the FLOPs of
+    context work only that site needs (e.g. the text key/value projections of a cross-attention)."""
+    flops = node_flops(module)
+    token, context = [], []
+    for site in sites:
+        branch = set(site.nodes)
+        exclusive: set[fx.Node] = set()
+        for node in reversed(module.graph.nodes):
+            if node.op != "placeholder" and node not in branch and node.users and all(
+                    u in branch or u in exclusive for u in node.users):
+                exclusive.add(node)
+        token.append(sum(flops[n.name] for n in branch))
+        context.append(sum(flops[n.name] for n in exclusive))
+    return sum(flops.values()), token, context
