@@ -135,3 +135,21 @@ def compile_toca(case: Case, config=None, **overrides):
 # Every site recomputes every token at partial steps, self-attention included.
 RECOMPUTE_ALL = dict(fresh_ratio=1.0, step_weight=0.0, layer_weight=0.0, self_attention_weight=1.0,
                      cross_attention_weight=1.0, mlp_weight=1.0, joint_attention_weight=1.0, mixed_weight=1.0)
+
+
+class FlopCounting:
+    """Inner compiler that runs each variant eagerly and adds up its FLOPs (torch.utils.flop_counter)."""
+
+    def __init__(self):
+        self.total = 0
+
+    def __call__(self, gm: fx.GraphModule, example_inputs) -> Callable:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        def run(*args):
+            with FlopCounterMode(display=False) as counter:
+                out = gm(*args)
+            self.total += counter.get_total_flops()
+            return out
+
+        return run

@@ -1,0 +1,23 @@
+"""FLOPs: a 20-step run saves what the schedule table predicts."""
+
+import pytest
+from torch.utils.flop_counter import FlopCounterMode
+
+from harness import FlopCounting, compile_toca, pixart_case, sample
+
+
+@pytest.mark.parametrize("preset", ["pixart-alpha", "fora"])
+def test_flops_fall_by_the_predicted_factor(preset):
+    case = pixart_case(layers=4, heads=2, head_dim=8, grid=(8, 8))
+    steps = 20
+    with FlopCounterMode(display=False) as uncached:
+        sample(case, case.model, steps)
+    counting = FlopCounting()
+    toca, model = compile_toca(case, preset, inner_compiler=counting, num_steps=steps)
+    sample(case, model, steps)
+    measured = uncached.get_total_flops() / counting.total
+    predicted_uncached, predicted_toca = toca.predicted_flops(steps)
+    assert predicted_uncached == pytest.approx(uncached.get_total_flops(), rel=1e-6)
+    assert toca.stats == {**toca.stats, "full_steps": 7, "partial_steps": 13}
+    assert measured == pytest.approx(predicted_uncached / predicted_toca, rel=0.05)
+    assert measured > 1.3
