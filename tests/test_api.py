@@ -1,0 +1,103 @@
+"""The public API: backend entry points, options, the ToCa object, generations and shapes."""
+
+import pytest
+import torch
+
+import toca_fx
+from harness import RECOMPUTE_ALL, compile_toca, pixart_case, sample, timesteps
+
+
+def run_compiled(case, backend, steps=4, **compile_kwargs):
+    torch._dynamo.reset()
+    model = torch.compile(case.model, backend=backend, dynamic=False, **compile_kwargs)
+    return sample(case, model, steps)
+
+
+def test_backend_function_and_registered_name_take_options():
+    case = pixart_case()
+    reference = sample(case, case.model, 4)
+    options = {"interval": 1, "compiler": "eager"}
+    for backend in (toca_fx.toca_backend, "toca"):
+        outputs = run_compiled(case, backend, options=options)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(outputs, reference))
+
+
+def test_bad_option_is_a_clear_error():
+    case = pixart_case()
+    with pytest.raises(Exception, match="fresh_ratio"):
+        run_compiled(case, "toca", options={"fresh_ratio": 1.5})
+    with pytest.raises(Exception, match="not_a_field"):
+        run_compiled(case, "toca", options={"not_a_field": 1})
+
+
+def test_toca_object_accepts_preset_config_and_overrides():
+    assert toca_fx.ToCa("dit").config == toca_fx.ToCaConfig.preset("dit")
+    assert toca_fx.ToCa("dit", interval=5).config.interval == 5
+    assert toca_fx.ToCa(toca_fx.ToCaConfig(interval=2), fresh_ratio=0.5).config.fresh_ratio == 0.5
+    with pytest.raises(ValueError, match="interval"):
+        toca_fx.ToCa(interval=0)
+    with pytest.raises(TypeError):
+        toca_fx.ToCa(42)
+
+
+def test_report_sites_and_stats():
+    case = pixart_case(layers=2)
+    toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
+    sample(case, model, 6)
+    report = toca.report()
+    for word in ("transformer_blocks.1", "self_attention", "cross_attention", "mlp", "reuse", "partial", "cache bytes"):
+        assert word in report
+    assert len(toca.sites) == 6
+    assert {s.kind for s in toca.sites} <= set(toca_fx.config.SITE_KINDS)
+    assert {s.policy for s in toca.sites} <= {"partial", "reuse", "full"}
+    assert toca.stats["full_steps"] + toca.stats["partial_steps"] == 6
+    assert toca.stats["full_steps"] == 2  # steps 0 and 3
+
+
+def test_timestep_jump_starts_a_new_generation_with_identical_results():
+    case = pixart_case()
+    toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
+    first = sample(case, model, 6)
+    second = sample(case, model, 6)
+    assert toca.stats["generations"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_unknown_step_count_is_learned_from_the_first_generation():
+    case = pixart_case()
+    reference = sample(case, case.model, 6)
+    toca, model = compile_toca(case, "pixart-alpha", compiler="eager")
+    first = sample(case, model, 6)  # steps unknown: every step full, so exact
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(first, reference))
+    sample(case, model, 6)
+    assert toca.clock.horizon == 6 and toca.stats["partial_steps"] > 0
+
+
+def test_two_calls_per_step_keep_separate_caches():
+    """Pipelines that run cond and uncond as two calls per step get one state per call slot."""
+    case = pixart_case(batch=1)
+    cond, uncond = case.latents(0), case.latents(1)
+    toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
+    solo = []
+    with torch.no_grad():
+        for slot, x in enumerate((cond, uncond)):
+            torch._dynamo.reset()
+            single, single_model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
+            solo.append([case.call(single_model, x, t) for t in timesteps(6, 1)])
+        torch._dynamo.reset()
+        toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
+        for step, t in enumerate(timesteps(6, 1)):
+            assert torch.equal(case.call(model, cond, t), solo[0][step])
+            assert torch.equal(case.call(model, uncond, t), solo[1][step])
+
+
+def test_shape_change_mid_generation_never_reads_a_stale_cache():
+    small, large = pixart_case(grid=(4, 4)), pixart_case(grid=(4, 6))
+    toca, model = compile_toca(small, "pixart-alpha", compiler="eager", num_steps=6, **RECOMPUTE_ALL)
+    steps = timesteps(6, 2)
+    with torch.no_grad():
+        for step, t in enumerate(steps):
+            case = small if step < 3 else large
+            x = case.latents(step)
+            assert torch.allclose(case.call(model, x, t), case.call(case.model, x, t), atol=1e-5)
+    assert toca.stats["regions"] == 2
