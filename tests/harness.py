@@ -9,6 +9,7 @@ import torch
 import torch.fx as fx
 from torch.fx.node import map_arg
 
+from toca_fx.passes.graph import ValueRecorder
 from models import CAPTION_CHANNELS, HandDiT, tiny_dit, tiny_pixart
 
 CONTEXT_TOKENS = 5
@@ -51,14 +52,15 @@ def dit_case(layers=2, heads=2, head_dim=8, batch=2, grid=(4, 4), seed=0) -> Cas
     return Case("dit", model, call, batch, 2 * grid[0], 2 * grid[1])
 
 
-def hand_case(layers=2, heads=2, batch=2, grid=(4, 4), graph_break=False, context=True, seed=0) -> Case:
-    model = HandDiT(layers, dim=8 * heads, heads=heads, graph_break=graph_break, context_dim=6 if context else 0, seed=seed)
+def hand_case(layers=2, heads=2, batch=2, grid=(4, 4), graph_break=False, context=True, parallel=False, seed=0) -> Case:
+    model = HandDiT(layers, dim=8 * heads, heads=heads, graph_break=graph_break, context_dim=6 if context else 0,
+                    parallel=parallel, seed=seed)
     text = torch.randn(batch, CONTEXT_TOKENS, 6, generator=torch.Generator().manual_seed(seed + 1))
 
     def call(m, x, t):
         return m(x, t, text if context else None)
 
-    return Case("hand", model, call, batch, 2 * grid[0], 2 * grid[1])
+    return Case("parallel" if parallel else "hand", model, call, batch, 2 * grid[0], 2 * grid[1])
 
 
 def timesteps(num_steps: int, batch: int) -> list[torch.Tensor]:
@@ -88,7 +90,7 @@ class Recorder:
 
     def __call__(self, gm: fx.GraphModule, example_inputs) -> Callable:
         def run(*args):
-            interpreter = _Keeping(gm)
+            interpreter = ValueRecorder(gm)
             out = interpreter.run(*args)
             self.values, self.module, self.args = interpreter.values, gm, args
             return out
@@ -98,17 +100,6 @@ class Recorder:
     def nodes(self, role: str, site: int) -> list[fx.Node]:
         return [n for n in self.module.graph.nodes if n.meta.get("toca", {}).get("role") == role
                 and n.meta["toca"].get("site") == site]
-
-
-class _Keeping(fx.Interpreter):
-    def __init__(self, module):
-        super().__init__(module)
-        self.values = {}
-
-    def run_node(self, node):
-        value = super().run_node(node)
-        self.values[node.name] = value
-        return value
 
 
 def recompute_branch(site, values: dict[str, object]) -> torch.Tensor:

@@ -58,6 +58,28 @@ class FusedQKVBlock(nn.Module):
         return x + gate2.unsqueeze(1) * self.mlp(h)
 
 
+class ParallelBlock(nn.Module):
+    """FLUX single-stream style: attention and MLP side by side, merged by one output projection."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 3 * dim))
+        self.to_q, self.to_k, self.to_v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.mlp_in = nn.Linear(dim, 4 * dim)
+        self.proj_out = nn.Linear(5 * dim, dim)
+
+    def forward(self, x, c):
+        b, _, d = x.shape
+        shift, scale, gate = self.ada(c).chunk(3, dim=1)
+        h = self.norm(x) * (1 + scale[:, None]) + shift[:, None]
+        q, k, v = (f(h).view(b, -1, self.heads, d // self.heads).transpose(1, 2) for f in (self.to_q, self.to_k, self.to_v))
+        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, d)
+        mlp = F.gelu(self.mlp_in(h), approximate="tanh")
+        return x + gate[:, None] * self.proj_out(torch.cat([attn, mlp], dim=2))
+
+
 class LiteralCrossAttention(nn.Module):
     """Cross-attention that bakes the token count into its reshapes, as hand-written code often does."""
 
@@ -77,15 +99,18 @@ class LiteralCrossAttention(nn.Module):
 
 class HandDiT(nn.Module):
     """A DiT written without diffusers. ``graph_break`` splits the blocks into two Dynamo graphs;
-    ``context_dim`` adds a cross-attention (over ``context``) after each block."""
+    ``context_dim`` adds a cross-attention (over ``context``) after each block; ``parallel`` uses
+    FLUX-single-style parallel blocks."""
 
-    def __init__(self, layers=2, dim=16, heads=2, patch=2, channels=4, graph_break=False, context_dim=0, seed=0):
+    def __init__(self, layers=2, dim=16, heads=2, patch=2, channels=4, graph_break=False, context_dim=0,
+                 parallel=False, seed=0):
         super().__init__()
         torch.manual_seed(seed)
         self.patch, self.dim, self.graph_break = patch, dim, graph_break
         self.embed = nn.Conv2d(channels, dim, patch, stride=patch)
         self.t_embed = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.blocks = nn.ModuleList(FusedQKVBlock(dim, heads) for _ in range(layers))
+        block = ParallelBlock if parallel else FusedQKVBlock
+        self.blocks = nn.ModuleList(block(dim, heads) for _ in range(layers))
         self.context = nn.Linear(context_dim, dim) if context_dim else None
         self.cross = nn.ModuleList(LiteralCrossAttention(dim, heads) for _ in range(layers if context_dim else 0))
         self.out = nn.Linear(dim, patch * patch * channels)

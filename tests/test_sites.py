@@ -83,4 +83,5 @@ def test_model_without_sites_falls_back_with_one_warning(caplog):
         assert torch.equal(compiled(x), model(x))
     warnings = [r for r in caplog.records if r.name == "toca_fx" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "nothing cacheable" in warnings[0].getMessage()
+    assert "runs uncached" in warnings[0].getMessage()
     assert toca.sites == [] and toca.fallbacks

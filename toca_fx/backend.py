@@ -75,10 +75,11 @@ class ToCa:
         analysis = analyse(gm, self.config)
         if not analysis.cacheable:
             reasons = sorted({s.reason for s in analysis.sites}) or ["no residual branch over a token stream"]
-            log.warning("toca_fx: nothing cacheable in a graph of %d nodes (%s): plain %s",
-                        len(gm.graph.nodes), "; ".join(reasons), self.config.compiler)
+            log.warning("toca_fx: nothing cacheable in a graph of %d nodes (%s): it runs uncached",
+                        len(gm.graph.nodes), "; ".join(reasons))
             self.fallbacks.append("; ".join(reasons))
-            return self._keep_time(compiler(gm, example_inputs), analysis.timestep)
+            if not analysis.sites:
+                return self._keep_time(compiler(gm, example_inputs), analysis.timestep)
         region = Region(gm, analysis, self.config, self.clock, compiler)
         self.regions.append(region)
         log.info("toca_fx: region %d: %s", len(self.regions) - 1, _summary(analysis))

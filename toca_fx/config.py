@@ -21,28 +21,28 @@ class ToCaConfig:
     The defaults are the PixArt-alpha ("ToCa") preset of the reference implementation.
     """
 
-    interval: int = 3
-    fresh_ratio: float = 0.30
-    score: str = "cross_entropy"
-    cache_weight: float = 0.25
-    spatial_grid: int = 4
-    spatial_weight: float = 0.4
-    step_weight: float = 0.9
-    layer_weight: float = 0.6
-    self_attention_weight: float = 0.0
+    interval: int = 3  # N: a full step about every N steps
+    fresh_ratio: float = 0.30  # base fraction of tokens recomputed at partial steps (1 - R)
+    score: str = "cross_entropy"  # "attention" (s1), "cross_entropy" (s2) or "random"
+    cache_weight: float = 0.25  # lambda3: weight of s3, steps since a token was last recomputed
+    spatial_grid: int = 4  # g: s4 gives a bonus to the best token of each g x g cell
+    spatial_weight: float = 0.4  # lambda4: weight of s4 (0 turns it off)
+    step_weight: float = 0.9  # w of the step factor 1 + w - 2w*p over step progress p
+    layer_weight: float = 0.6  # w of the layer factor 1 + w - 2w*x over layer depth x
+    self_attention_weight: float = 0.0  # per-kind ratio factors (f_module)
     cross_attention_weight: float = 0.6
     mlp_weight: float = 1.6
     joint_attention_weight: float = 0.0
     mixed_weight: float = 1.6
-    cfg_shared: bool = True
-    leading_full_steps: int = 1
-    interval_step_weight: float = 0.2
-    count_down: bool = False
-    num_steps: int | None = None
-    step_buckets: int = 4
-    attention_chunk: int = 256
-    cache_dtype: torch.dtype | None = None
-    compiler: str = "inductor"
+    cfg_shared: bool = True  # cond and uncond halves of a batch select the same tokens
+    leading_full_steps: int = 1  # the first steps are always full
+    interval_step_weight: float = 0.2  # time-varying N: round(N / (1 - w + 2w*p))
+    count_down: bool = False  # full-step rule on the downward step counter (DiT's reference)
+    num_steps: int | None = None  # steps per generation; None: learned from the first generation
+    step_buckets: int = 2  # step progress levels for the ratio: at most this many PARTIAL compiles; 0 = per step
+    attention_chunk: int = 256  # queries per chunk when computing s1 at full steps
+    cache_dtype: torch.dtype | None = None  # dtype of the caches (None: the model's)
+    compiler: str = "inductor"  # inner compiler: "inductor", "eager" or "aot_eager"
 
     def __post_init__(self) -> None:
         for name in ("interval", "spatial_grid", "leading_full_steps", "attention_chunk"):

@@ -115,7 +115,7 @@ class Region:
     def plan(self, step: int) -> StepPlan | None:
         """The step's plan, or None (run FULL) when the number of steps is not known yet."""
         horizon = self.clock.horizon
-        if not self.specs or horizon is None or step >= horizon:
+        if not self.analysis.cacheable or horizon is None or step >= horizon:
             return None
         return self.schedule(horizon)[step]
 

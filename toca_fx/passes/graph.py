@@ -65,3 +65,15 @@ def module_path(node: fx.Node) -> str:
 
 def is_tensor_node(node) -> bool:
     return isinstance(example_value(node), torch.Tensor)
+
+
+class ValueRecorder(fx.Interpreter):
+    """Runs a graph and keeps every node's value by name."""
+
+    def __init__(self, module: fx.GraphModule):
+        super().__init__(module)
+        self.values: dict[str, object] = {}
+
+    def run_node(self, node):
+        self.values[node.name] = value = super().run_node(node)
+        return value

@@ -31,6 +31,7 @@ from ..config import ToCaConfig
 from .analysis import RegionAnalysis
 from .graph import example_value
 from .sites import Site
+from .tokens import set_token_count
 
 StateKey = tuple  # ("cache", site), ("interior", site, j), ("counter", site), ("score", layer)
 
@@ -163,12 +164,11 @@ def _partial(builder: _Builder, analysis: RegionAnalysis, config: ToCaConfig, in
         for j, node in enumerate(site.interior):
             rows = builder.state(("interior", index, j))
             fresh[node] = builder.call(scores.gather_tokens, rows, idx, flow.dims[node], meta=meta | {"role": "gather"})
-        for node in _needed(site):
+        for node in site.fresh_nodes():
             copy = graph.node_copy(node, lambda a: fresh.get(a, env.get(a)))
             copy.meta = {**node.meta, "toca": meta | {"role": "fresh"}}
             copy.meta.pop("example_value", None)
-            for position in flow.token_args.get(node, ()):
-                _set_shape_arg(copy, position, k)
+            set_token_count(copy, flow.token_args.get(node, ()), k)
             fresh[node] = copy
         new_cache = builder.call(scores.scatter_tokens, cache, idx, fresh[site.output], flow.dims[site.output],
                                  meta=meta | {"role": "scatter"})
@@ -176,28 +176,3 @@ def _partial(builder: _Builder, analysis: RegionAnalysis, config: ToCaConfig, in
         builder.outputs[("counter", index)] = builder.call(scores.update_counter, counter, idx, meta=meta | {"role": "counter"})
     y.replace_all_uses_with(restored)
     builder.outputs[("cache", index)] = new_cache
-
-
-def _needed(site: Site) -> list[fx.Node]:
-    """Branch nodes needed to compute the output from the fresh tokens and the interior caches."""
-    needed, stack = set(), [site.output]
-    inside = set(site.nodes)
-    while stack:
-        node = stack.pop()
-        if node in needed or node in site.interior or node not in inside:
-            continue
-        needed.add(node)
-        stack.extend(a for a in node.all_input_nodes)
-    return [n for n in site.nodes if n in needed]
-
-
-def _set_shape_arg(node: fx.Node, position: int, value: int) -> None:
-    """Replace the literal token count at ``position`` of a view/reshape/expand shape."""
-    args = list(node.args)
-    if len(args) == 2 and isinstance(args[1], (tuple, list)):
-        shape = list(args[1])
-        shape[position] = value
-        args[1] = type(args[1])(shape)
-    else:
-        args[1 + position] = value
-    node.args = tuple(args)

@@ -27,6 +27,7 @@ import torch
 import torch.fx as fx
 
 from .graph import Ancestry, example_value, module_path, tensor_args
+from .prove import prove_at_token_count
 from .tokens import SDPA, WEIGHTED_OPS, TokenFlow, Unprovable, trace_tokens
 
 _ADDS = {operator.add, torch.add, operator.iadd}
@@ -57,6 +58,17 @@ class Site:
     @property
     def name(self) -> str:
         return f"{self.block or '<root>'}:{self.kind}"
+
+    def fresh_nodes(self) -> list[fx.Node]:
+        """Branch nodes a partial step runs: what the output needs from the stream and interior caches."""
+        needed, stack, inside = set(), [self.output], set(self.nodes)
+        while stack:
+            node = stack.pop()
+            if node in needed or node in self.interior or node not in inside:
+                continue
+            needed.add(node)
+            stack.extend(node.all_input_nodes)
+        return [n for n in self.nodes if n in needed]
 
 
 def _is_residual_add(node: fx.Node, ancestry: Ancestry) -> tuple[fx.Node, fx.Node] | None:
@@ -116,6 +128,11 @@ def _classify(site: Site) -> None:
     site.interior = list(dict.fromkeys(a for n in joins for a in tensor_args(n) if a in tainted))
 
 
+def _prove(site: Site) -> None:
+    if site.policy == "partial":
+        prove_at_token_count(site, max(1, site.num_tokens // 2 - 1))
+
+
 def _check_contained(site: Site, tail: set[fx.Node]) -> None:
     inside = set(site.nodes) | tail
     for node in site.nodes:
@@ -146,6 +163,7 @@ def find_sites(graph: fx.Graph) -> list[Site]:
         try:
             _check_contained(site, tail)
             _classify(site)
+            _prove(site)
         except Unprovable as exc:
             site.policy, site.reason = "full", str(exc)
             site.kind = "self_attention" if any(n.target in SDPA for n in site.nodes) else "mlp"

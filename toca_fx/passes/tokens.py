@@ -292,3 +292,13 @@ def trace_tokens(nodes: list[fx.Node], source: fx.Node, source_dim: int = 1) -> 
     for node in nodes:
         tracer.visit(node)
     return TokenFlow(dict(tracer.dims), frozenset(tracer.mixing), dict(tracer.token_args))
+
+
+def set_token_count(node: fx.Node, positions: tuple[int, ...], tokens: int) -> None:
+    """Write ``tokens`` at ``positions`` of a view/reshape/expand shape (see ``TokenFlow.token_args``)."""
+    args = list(node.args)
+    packed = len(args) == 2 and isinstance(args[1], (tuple, list))
+    shape = list(args[1] if packed else args[1:])
+    for position in positions:
+        shape[position] = tokens
+    node.args = (args[0], type(args[1])(shape)) if packed else (args[0], *shape)
