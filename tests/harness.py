@@ -64,8 +64,8 @@ def hand_case(layers=2, heads=2, batch=2, grid=(4, 4), graph_break=False, contex
 
 
 def timesteps(num_steps: int, batch: int) -> list[torch.Tensor]:
-    values = torch.linspace(999, 0, num_steps).round().long()
-    return [torch.full((batch,), int(t)) for t in values]
+    values = [round(999 * (1 - i / max(1, num_steps - 1))) for i in range(num_steps)]
+    return [torch.full((batch,), t) for t in values]
 
 
 @torch.no_grad()
@@ -102,10 +102,13 @@ class Recorder:
                 and n.meta["toca"].get("site") == site]
 
 
-def recompute_branch(site, values: dict[str, object]) -> torch.Tensor:
-    """Run a site's original branch eagerly on the stream and side values of a recorded call."""
-    env = {site.stream: values[site.stream.name]}
+def recompute_branch(site, values: dict[str, object], overrides: dict | None = None) -> torch.Tensor:
+    """Run a site's original branch eagerly on the stream and side values of a recorded call
+    (``overrides`` maps branch nodes to values used instead of computing them)."""
+    env = {site.stream: values[site.stream.name], **(overrides or {})}
     for node in site.nodes:
+        if node in env:
+            continue
         args, kwargs = map_arg((node.args, node.kwargs), lambda n: env[n] if n in env else values[n.name])
         if node.op == "call_method":
             env[node] = getattr(args[0], node.target)(*args[1:], **kwargs)

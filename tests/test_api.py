@@ -101,3 +101,22 @@ def test_shape_change_mid_generation_never_reads_a_stale_cache():
             x = case.latents(step)
             assert torch.allclose(case.call(model, x, t), case.call(case.model, x, t), atol=1e-5)
     assert toca.stats["regions"] == 2
+
+
+def test_no_host_sync_in_the_step_path_except_the_timestep_read(monkeypatch):
+    case = pixart_case()
+    toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
+    sample(case, model, 6)  # compile every variant first
+    calls = []
+    for name in ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    sample(case, model, 6)
+    monkeypatch.undo()
+    assert toca.stats["partial_steps"] >= 8
+    assert calls == ["__float__"] * 6  # one timestep read per step

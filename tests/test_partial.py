@@ -31,7 +31,9 @@ def test_fresh_tokens_equal_eager_recompute(case, cfg, score):
         idx = recorder.values[selects[0].name]
         scatter = recorder.nodes("scatter", index)[0]
         fresh = recorder.values[scatter.args[2].name]
-        full = recompute_branch(site, recorder.values)
+        # a mixed site reads its token-mixing rows from the interior cache: so does the recompute
+        interior = {node: recorder.values[f"toca_interior_{index}_{j}"] for j, node in enumerate(site.interior)}
+        full = recompute_branch(site, recorder.values, interior)
         expected = gather_tokens(full, idx, site.flow.dims[site.output])
         assert torch.allclose(fresh, expected, atol=1e-5, rtol=1e-5), site.name
         checked += 1
