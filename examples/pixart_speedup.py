@@ -100,7 +100,9 @@ def main() -> None:
     start = time.perf_counter()
     generate(accelerated, args)
     toca_compile = time.perf_counter() - start - eager_time
+    before = dict(toca.stats)
     toca_time, cached = timed(lambda: (toca.reset(), generate(accelerated, args))[1], args.repeats)
+    full, partial = (toca.stats[k] - before[k] for k in ("full_steps", "partial_steps"))
 
     uncached_flops, toca_flops = toca.predicted_flops(args.steps)
 
@@ -116,7 +118,7 @@ def main() -> None:
     headers = ["method", "compile s (approx.)", "generation s", "speedup vs compile", "FLOPs",
                "FLOPs-ideal speedup", "rel. error vs eager"]
     print(tabulate(rows, headers=headers, floatfmt=(None, ".1f", ".2f", ".2f", ".3g", ".2f", ".2e")))
-    print(f"steps: {toca.stats['full_steps']} full, {toca.stats['partial_steps']} partial; "
+    print(f"per generation: {full // args.repeats} full and {partial // args.repeats} partial steps; "
           f"measured/ideal = {(plain_time / toca_time) / (uncached_flops / toca_flops):.2f}")
 
 

@@ -45,13 +45,15 @@ def test_report_sites_and_stats():
     toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
     sample(case, model, 6)
     report = toca.report()
-    for word in ("transformer_blocks.1", "self_attention", "cross_attention", "mlp", "reuse", "partial", "cache bytes"):
+    for word in ("transformer_blocks.1", "self_attention", "cross_attention", "mlp", "reuse", "partial", "cache bytes/slot"):
         assert word in report
     assert len(toca.sites) == 6
     assert {s.kind for s in toca.sites} <= set(toca_fx.config.SITE_KINDS)
     assert {s.policy for s in toca.sites} <= {"partial", "reuse", "full"}
     assert toca.stats["full_steps"] + toca.stats["partial_steps"] == 6
     assert toca.stats["full_steps"] == 2  # steps 0 and 3
+    # B * N * C * 4 bytes for each of the 6 sites, one call slot
+    assert f"cache held now: {6 * 2 * 16 * 16 * 4} bytes" in report
 
 
 def test_timestep_jump_starts_a_new_generation_with_identical_results():
@@ -120,3 +122,13 @@ def test_no_host_sync_in_the_step_path_except_the_timestep_read(monkeypatch):
     monkeypatch.undo()
     assert toca.stats["partial_steps"] >= 8
     assert calls == ["__float__"] * 6  # one timestep read per step
+
+
+def test_aot_eager_inner_compiler_matches_eager():
+    case = pixart_case()
+    _, eager_model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
+    eager = sample(case, eager_model, 6)
+    toca, aot_model = compile_toca(case, "pixart-alpha", compiler="aot_eager", num_steps=6)
+    aot = sample(case, aot_model, 6)
+    assert toca.stats["partial_steps"] == 4
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(aot, eager))

@@ -18,27 +18,21 @@ def sites_per_block(toca):
     return blocks
 
 
-@given(layers=st.integers(1, 4), heads=st.integers(1, 3), head_dim=st.sampled_from([4, 8]))
-def test_pixart_blocks_have_self_cross_and_mlp_sites(layers, heads, head_dim):
-    case = pixart_case(layers, heads, head_dim)
+EXPECTED_PER_BLOCK = {
+    "pixart": Counter({("self_attention", "reuse"): 1, ("cross_attention", "partial"): 1, ("mlp", "partial"): 1}),
+    "dit": Counter({("self_attention", "reuse"): 1, ("mlp", "partial"): 1}),
+}
+
+
+@given(family=st.sampled_from(sorted(EXPECTED_PER_BLOCK)), layers=st.integers(1, 4), heads=st.integers(1, 3),
+       head_dim=st.sampled_from([4, 8]))
+def test_diffusers_blocks_have_the_expected_sites(family, layers, heads, head_dim):
+    case = (pixart_case if family == "pixart" else dit_case)(layers, heads, head_dim)
     toca, model = compile_toca(case, compiler="eager", num_steps=2)
     sample(case, model, 1)
     blocks = sites_per_block(toca)
     assert sorted(blocks) == [f"transformer_blocks.{i}" for i in range(layers)]
-    for counts in blocks.values():
-        assert counts == Counter({("self_attention", "reuse"): 1, ("cross_attention", "partial"): 1,
-                                  ("mlp", "partial"): 1})
-
-
-@given(layers=st.integers(1, 4), heads=st.integers(1, 3), head_dim=st.sampled_from([4, 8]))
-def test_dit_blocks_have_self_attention_and_mlp_sites(layers, heads, head_dim):
-    case = dit_case(layers, heads, head_dim)
-    toca, model = compile_toca(case, compiler="eager", num_steps=2)
-    sample(case, model, 1)
-    blocks = sites_per_block(toca)
-    assert len(blocks) == layers
-    for counts in blocks.values():
-        assert counts == Counter({("self_attention", "reuse"): 1, ("mlp", "partial"): 1})
+    assert all(counts == EXPECTED_PER_BLOCK[family] for counts in blocks.values())
 
 
 def test_hand_written_dit_with_fused_qkv_and_literal_token_counts():
