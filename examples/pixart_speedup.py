@@ -110,14 +110,14 @@ def main() -> None:
         return (x - reference).norm().item() / reference.norm().item()
 
     rows = [
-        ["eager", "-", eager_time, plain_time / eager_time, uncached_flops, 1.0, rel_error(reference)],
+        ["eager", None, eager_time, plain_time / eager_time, uncached_flops, 1.0, rel_error(reference)],
         ["torch.compile (inductor)", compile_time, plain_time, 1.0, uncached_flops, 1.0, rel_error(plain)],
         [f"toca_fx {args.preset}", toca_compile, toca_time, plain_time / toca_time, toca_flops,
          uncached_flops / toca_flops, rel_error(cached)],
     ]
     headers = ["method", "compile s (approx.)", "generation s", "speedup vs compile", "FLOPs",
                "FLOPs-ideal speedup", "rel. error vs eager"]
-    print(tabulate(rows, headers=headers, floatfmt=(None, ".1f", ".2f", ".2f", ".3g", ".2f", ".2e")))
+    print(tabulate(rows, headers=headers, floatfmt=(None, ".1f", ".2f", ".2f", ".3g", ".2f", ".2e"), missingval="-"))
     print(f"per generation: {full // args.repeats} full and {partial // args.repeats} partial steps; "
           f"measured/ideal = {(plain_time / toca_time) / (uncached_flops / toca_flops):.2f}")
 

@@ -10,6 +10,7 @@ import torch.fx as fx
 from ..config import ToCaConfig
 from .graph import Ancestry, example_value
 from .sites import Site, find_sites
+from .tokens import sdpa_operands
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def _score_source(config: ToCaConfig, block_sites: list[Site]) -> tuple[ScoreSou
     for site in block_sites:
         if site.attention is None or site.policy == "full":
             continue
-        keys_from_stream = site.attention.args[1] in site.flow.dims
+        keys_from_stream = sdpa_operands(site.attention).key in site.flow.dims
         by_kind["attention" if keys_from_stream else "cross_entropy"] = site.attention
     if config.score == "random":
         return ScoreSource("random", None), ""

@@ -31,7 +31,7 @@ from ..config import ToCaConfig
 from .analysis import RegionAnalysis
 from .graph import example_value
 from .sites import Site
-from .tokens import set_token_count
+from .tokens import sdpa_operands, set_token_count
 
 StateKey = tuple  # ("cache", site), ("interior", site, j), ("counter", site), ("score", layer)
 
@@ -107,9 +107,8 @@ def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig)
         if source.attention is None:
             continue
         sdpa = builder.env[source.attention]
-        q, k = sdpa.args[:2]
-        mask = sdpa.kwargs.get("attn_mask", sdpa.args[3] if len(sdpa.args) > 3 else None)
-        scale = sdpa.kwargs.get("scale")
+        ops = sdpa_operands(sdpa)
+        q, k, mask, scale = ops.query, ops.key, ops.attn_mask, ops.scale
         with builder.graph.inserting_after(sdpa):
             if source.kind == "attention":
                 score = builder.call(scores.attention_received, q, k, mask, scale, config.attention_chunk,

@@ -28,7 +28,7 @@ import torch.fx as fx
 
 from .graph import Ancestry, example_value, module_path, tensor_args
 from .prove import prove_at_token_count
-from .tokens import SDPA, WEIGHTED_OPS, TokenFlow, Unprovable, trace_tokens
+from .tokens import SDPA, WEIGHTED_OPS, TokenFlow, Unprovable, sdpa_operands, trace_tokens
 
 _ADDS = {operator.add, torch.add, operator.iadd}
 _PEELABLE = {operator.mul, torch.mul, operator.truediv, torch.div, operator.add, torch.add}
@@ -111,7 +111,7 @@ def _classify(site: Site) -> None:
         if node in flow.mixing or any(a in tainted for a in tensor_args(node)):
             tainted.add(node)
     if site.output not in tainted:
-        cross = any(n.args[1] not in flow.dims for n in attention)
+        cross = any(sdpa_operands(n).key not in flow.dims for n in attention)
         site.kind, site.policy = ("cross_attention" if cross else "mlp"), "partial"
         return
     # Interior caches: mixing results that meet token-local work before the output.

@@ -65,6 +65,25 @@ _MATMUL = {torch.matmul, operator.matmul, torch.bmm}
 WEIGHTED_OPS = {F.linear, torch.matmul, operator.matmul, torch.bmm, torch.einsum, F.conv1d, F.conv2d, F.conv3d, torch.addmm, *SDPA}
 
 
+@dataclass(frozen=True)
+class SDPAOperands:
+    query: object
+    key: object
+    value: object
+    attn_mask: object
+    scale: object
+    is_causal: object
+    enable_gqa: object
+
+
+def sdpa_operands(node: fx.Node) -> SDPAOperands:
+    """Query, key, value, mask and scale of an SDPA node, given positionally or by keyword."""
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+    bound = dict(zip(names, node.args)) | dict(node.kwargs)
+    return SDPAOperands(bound["query"], bound["key"], bound["value"], bound.get("attn_mask"), bound.get("scale"),
+                        bound.get("is_causal", False), bound.get("enable_gqa", False))
+
+
 def op_name(node: fx.Node) -> str:
     return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
 
@@ -249,9 +268,9 @@ class _Tracer:
             self.token_args[node] = (dim,)
 
     def sdpa(self, node) -> int:
-        q, k, v = node.args[:3]
-        mask = node.kwargs.get("attn_mask", node.args[3] if len(node.args) > 3 else None)
-        if node.kwargs.get("is_causal") or node.kwargs.get("enable_gqa"):
+        ops = sdpa_operands(node)
+        q, k, v, mask = ops.query, ops.key, ops.value, ops.attn_mask
+        if ops.is_causal or ops.enable_gqa:
             raise Unprovable("causal or grouped-query SDPA")
         if q not in self.dims:
             self.mixing.add(node)  # queries from elsewhere attend over stream tokens
