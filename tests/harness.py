@@ -10,7 +10,7 @@ import torch.fx as fx
 from torch.fx.node import map_arg
 
 from toca_fx.passes.graph import ValueRecorder
-from models import CAPTION_CHANNELS, HandDiT, tiny_dit, tiny_pixart
+from models import CAPTION_CHANNELS, HandDiT, tiny_dit, tiny_pixart, tiny_sd3
 
 CONTEXT_TOKENS = 5
 
@@ -61,6 +61,18 @@ def hand_case(layers=2, heads=2, batch=2, grid=(4, 4), graph_break=False, contex
         return m(x, t, text if context else None)
 
     return Case("parallel" if parallel else "hand", model, call, batch, 2 * grid[0], 2 * grid[1])
+
+
+def sd3_case(layers=2, batch=2, seed=0) -> Case:
+    """Two token streams of different lengths (image and text) with joint attention."""
+    model = tiny_sd3(layers, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    text, pooled = torch.randn(batch, CONTEXT_TOKENS, 16, generator=generator), torch.randn(batch, 16, generator=generator)
+
+    def call(m, x, t):
+        return m(hidden_states=x, encoder_hidden_states=text, pooled_projections=pooled, timestep=t).sample
+
+    return Case("sd3", model, call, batch, 8, 8)
 
 
 def timesteps(num_steps: int, batch: int) -> list[torch.Tensor]:

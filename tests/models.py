@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel
+from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel
 
 CAPTION_CHANNELS = 12
 
@@ -24,6 +24,14 @@ def tiny_dit(layers=2, heads=2, head_dim=8, patch=2, seed=0) -> DiTTransformer2D
     return DiTTransformer2DModel(
         num_attention_heads=heads, attention_head_dim=head_dim, in_channels=4, out_channels=8,
         num_layers=layers, sample_size=8, patch_size=patch, num_embeds_ada_norm=10,
+    ).eval()
+
+
+def tiny_sd3(layers=2, seed=0) -> SD3Transformer2DModel:
+    torch.manual_seed(seed)
+    return SD3Transformer2DModel(
+        sample_size=8, patch_size=1, in_channels=4, num_layers=layers, attention_head_dim=8, num_attention_heads=2,
+        caption_projection_dim=16, joint_attention_dim=16, pooled_projection_dim=16, out_channels=4,
     ).eval()
 
 

@@ -8,7 +8,7 @@ import torch.nn as nn
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness import compile_toca, dit_case, hand_case, pixart_case, sample
+from harness import compile_toca, dit_case, hand_case, pixart_case, sample, sd3_case
 
 
 def sites_per_block(toca):
@@ -79,3 +79,20 @@ def test_model_without_sites_falls_back_with_one_warning(caplog):
     assert len(warnings) == 1 and "nothing cacheable" in warnings[0].getMessage()
     assert "runs uncached" in warnings[0].getMessage()
     assert toca.sites == [] and toca.fallbacks
+
+
+def test_streams_of_different_lengths_get_their_own_token_grid():
+    """SD3: image (64 tokens) and text (5 tokens) streams; only the image stream has a 2-D grid."""
+    case = sd3_case()
+    reference = sample(case, case.model, 6)
+    toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
+    outputs = sample(case, model, 6)
+    region = toca.regions[0]
+    for index, site in enumerate(region.analysis.sites):
+        grid = region.analysis.grids.get(index)
+        assert grid is None or grid[0] * grid[1] == site.num_tokens
+    assert any(s.num_tokens == 5 and s.policy == "partial" for s in toca.sites)
+    assert toca.stats["partial_steps"] == 4
+    assert all(torch.isfinite(o).all() for o in outputs)
+    assert torch.allclose(outputs[0], reference[0], atol=1e-5)
+    assert max((o - r).norm() / r.norm() for o, r in zip(outputs, reference)) < 0.05

@@ -72,7 +72,12 @@ class ToCa:
             log.warning("toca_fx: %s: running it uncached", reason)
             self.fallbacks.append(reason)
             return compiler(gm, example_inputs)
-        analysis = analyse(gm, self.config)
+        try:
+            analysis = analyse(gm, self.config)
+        except Exception as exc:  # an analysis bug must never break the user's model: run it exactly
+            log.warning("toca_fx: analysis failed (%s: %s): this graph runs uncached", type(exc).__name__, exc)
+            self.fallbacks.append(f"analysis failed: {exc}")
+            return compiler(gm, example_inputs)
         if not analysis.cacheable:
             reasons = sorted({s.reason for s in analysis.sites}) or ["no residual branch over a token stream"]
             log.warning("toca_fx: nothing cacheable in a graph of %d nodes (%s): it runs uncached",

@@ -25,7 +25,7 @@ class ScoreSource:
 class RegionAnalysis:
     sites: list[Site]
     scores: dict[int, ScoreSource]  # layer -> source, for layers with a partial site
-    grid: tuple[int, int] | None  # token grid for the spatial bonus (s4), None when unknown
+    grids: dict[int, tuple[int, int]]  # site index -> token grid for the spatial bonus (s4)
     grid_note: str
     timestep: int | None  # placeholder index of the timestep input, if the region has one
     cfg_shared: bool
@@ -54,21 +54,24 @@ def _score_source(config: ToCaConfig, block_sites: list[Site]) -> tuple[ScoreSou
     return ScoreSource("random", None), f"{config.score} score unavailable in this block: using random"
 
 
-def _token_grid(graph: fx.Graph, site: Site, cell: int) -> tuple[tuple[int, int] | None, str]:
-    """The (h, w) grid of the stream's tokens: the last 4-D ancestor whose h*w equals N (a patchify)."""
+def _token_grids(graph: fx.Graph, sites: list[Site], cell: int) -> tuple[dict[int, tuple[int, int]], str]:
+    """The (h, w) token grid of each site's stream: the last 4-D ancestor whose h*w is the
+    site's token count (a patchify). Sites without one, or not divisible into cells, get none."""
     ancestry = Ancestry(graph)
-    tokens = site.num_tokens
-    grid = None
-    for node in graph.nodes:
-        value = example_value(node)
-        if (isinstance(value, torch.Tensor) and value.dim() == 4 and value.shape[-2] * value.shape[-1] == tokens
-                and ancestry.is_ancestor(node, site.stream)):
-            grid = tuple(value.shape[-2:])
-    if grid is None:
-        return None, "no 2-D token grid found: spatial bonus (s4) off"
-    if grid[0] % cell or grid[1] % cell:
-        return None, f"token grid {grid} not divisible into {cell}x{cell} cells: spatial bonus (s4) off"
-    return grid, f"token grid {grid[0]}x{grid[1]}"
+    images = [n for n in graph.nodes if isinstance(example_value(n), torch.Tensor) and example_value(n).dim() == 4]
+    grids, notes = {}, set()
+    for index, site in enumerate(sites):
+        found = [tuple(example_value(n).shape[-2:]) for n in images
+                 if example_value(n).shape[-2] * example_value(n).shape[-1] == site.num_tokens
+                 and ancestry.is_ancestor(n, site.stream)]
+        if not found:
+            notes.add(f"{site.num_tokens}-token stream: no 2-D token grid, spatial bonus (s4) off")
+        elif found[-1][0] % cell or found[-1][1] % cell:
+            notes.add(f"token grid {found[-1]} not divisible into {cell}x{cell} cells: spatial bonus (s4) off")
+        else:
+            grids[index] = found[-1]
+            notes.add(f"token grid {found[-1][0]}x{found[-1][1]}")
+    return grids, "; ".join(sorted(notes))
 
 
 def _timestep_input(graph: fx.Graph) -> int | None:
@@ -92,11 +95,11 @@ def analyse(gm: fx.GraphModule, config: ToCaConfig) -> RegionAnalysis:
         scores[layer] = source
         if note:
             notes.append(f"layer {layer}: {note}")
-    grid, grid_note = (None, "no sites") if not sites else _token_grid(gm.graph, sites[0], config.spatial_grid)
+    grids, grid_note = _token_grids(gm.graph, sites, config.spatial_grid)
     if config.spatial_weight == 0:
-        grid, grid_note = None, "spatial bonus (s4) disabled by config"
+        grids, grid_note = {}, "spatial bonus (s4) disabled by config"
     batch = example_value(sites[0].stream).shape[0] if sites else 1
     cfg_shared = config.cfg_shared and batch % 2 == 0
     if config.cfg_shared and not cfg_shared:
         notes.append(f"batch {batch} is odd: CFG halves select tokens separately")
-    return RegionAnalysis(sites, scores, grid, grid_note, _timestep_input(gm.graph), cfg_shared, notes)
+    return RegionAnalysis(sites, scores, grids, grid_note, _timestep_input(gm.graph), cfg_shared, notes)

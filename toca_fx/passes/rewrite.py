@@ -157,7 +157,7 @@ def _partial(builder: _Builder, analysis: RegionAnalysis, config: ToCaConfig, in
                  else builder.call(scores.random_score, env[site.stream], meta=meta | {"role": "score"}))
         idx = builder.call(
             scores.select_fresh, score, counter, k, cache_weight=config.cache_weight, interval=config.interval,
-            grid=analysis.grid, spatial_grid=config.spatial_grid, spatial_weight=config.spatial_weight,
+            grid=analysis.grids.get(index), spatial_grid=config.spatial_grid, spatial_weight=config.spatial_weight,
             cfg_shared=analysis.cfg_shared, meta=meta | {"role": "select"})
         fresh = {site.stream: builder.call(scores.gather_tokens, env[site.stream], idx, 1, meta=meta | {"role": "gather"})}
         for j, node in enumerate(site.interior):

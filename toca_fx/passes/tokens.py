@@ -163,7 +163,7 @@ class _Tracer:
             return self.matmul(node, ins)
         if target is F.linear:
             return self.channel_op(node, x, 1)
-        if target in (F.layer_norm, F.rms_norm):
+        if target in (F.layer_norm, F.rms_norm, torch.layer_norm, torch.rms_norm):
             return self.channel_op(node, x, len(node.args[1]))
         if target in _SOFTMAX or is_method(node, "softmax", "log_softmax"):
             dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
