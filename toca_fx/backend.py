@@ -31,9 +31,19 @@ def lower(compiler: str) -> Callable[[fx.GraphModule, list], Callable]:
         return lambda gm, example_inputs: gm.forward
     if compiler == "aot_eager":
         return torch._dynamo.lookup_backend("aot_eager")
-    from torch._inductor.compile_fx import compile_fx
+    return _inductor
 
-    return compile_fx
+
+def _inductor(gm: fx.GraphModule, example_inputs: list) -> Callable:
+    """Inductor's ``compile_fx`` under a tracing context with a shape env, as Dynamo calls it:
+    without one Inductor bypasses its FX graph cache and recompiles every variant from scratch."""
+    from torch._guards import TracingContext, tracing
+    from torch._inductor.compile_fx import compile_fx
+    from torch._subclasses import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
+        return compile_fx(gm, example_inputs)
 
 
 def _has_symbolic_shapes(example_inputs) -> bool:
