@@ -132,3 +132,19 @@ def test_aot_eager_inner_compiler_matches_eager():
     aot = sample(case, aot_model, 6)
     assert toca.stats["partial_steps"] == 4
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(aot, eager))
+
+
+def test_dynamic_shape_graph_runs_uncached_with_a_warning(caplog):
+    small, large = pixart_case(grid=(4, 4)), pixart_case(grid=(4, 6))
+    torch._dynamo.reset()
+    toca = toca_fx.ToCa("pixart-alpha", compiler="eager", num_steps=4)
+    model = torch.compile(small.model, backend=toca)  # dynamic=None: the second shape is traced symbolically
+    with caplog.at_level("WARNING", logger="toca_fx"), torch.no_grad():
+        for case in (small, large):
+            for t in timesteps(4, 2):
+                out = case.call(model, case.latents(0), t)
+            assert torch.isfinite(out).all()
+        for t in timesteps(4, 2):
+            assert torch.equal(large.call(model, large.latents(1), t), large.call(large.model, large.latents(1), t))
+    assert any("dynamic shapes" in r.getMessage() for r in caplog.records)
+    assert toca.fallbacks

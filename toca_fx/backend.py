@@ -35,19 +35,23 @@ def lower(compiler: str) -> Callable[[fx.GraphModule, list], Callable]:
 
 
 def _inductor(gm: fx.GraphModule, example_inputs: list) -> Callable:
-    """Inductor's ``compile_fx`` under a tracing context with a shape env, as Dynamo calls it:
-    without one Inductor bypasses its FX graph cache and recompiles every variant from scratch."""
+    """Inductor's ``compile_fx``. Variants are compiled at run time, outside Dynamo: give them a
+    tracing context with a shape env as Dynamo would, or Inductor bypasses its FX graph cache."""
     from torch._guards import TracingContext, tracing
     from torch._inductor.compile_fx import compile_fx
     from torch._subclasses import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
+    if TracingContext.try_get() is not None:  # called from Dynamo itself (an uncached fallback)
+        return compile_fx(gm, example_inputs)
     with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
         return compile_fx(gm, example_inputs)
 
 
-def _has_symbolic_shapes(example_inputs) -> bool:
-    return any(isinstance(t, torch.Tensor) and any(isinstance(s, torch.SymInt) for s in t.shape) for t in example_inputs)
+def _has_symbolic_shapes(gm: fx.GraphModule, example_inputs) -> bool:
+    values = [*example_inputs, *(n.meta.get("example_value") for n in gm.graph.nodes if n.op == "placeholder")]
+    return any(isinstance(v, torch.SymInt) or (isinstance(v, torch.Tensor) and not all(isinstance(s, int) for s in v.shape))
+               for v in values)
 
 
 class ToCa:
@@ -77,7 +81,7 @@ class ToCa:
 
     def __call__(self, gm: fx.GraphModule, example_inputs: list) -> Callable:
         compiler = self.inner_compiler or lower(self.config.compiler)
-        if _has_symbolic_shapes(example_inputs):
+        if _has_symbolic_shapes(gm, example_inputs):
             reason = "graph has dynamic shapes (compile with dynamic=False)"
             log.warning("toca_fx: %s: running it uncached", reason)
             self.fallbacks.append(reason)

@@ -83,7 +83,7 @@ class Region:
     def __init__(self, gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig, clock: Clock, compiler: Compiler):
         self.gm, self.analysis, self.config, self.clock, self.compiler = gm, analysis, config, clock, compiler
         self.specs = [SiteSpec(s.kind, s.layer, s.num_tokens) for s in analysis.sites]
-        self.variants: dict[tuple | str, tuple[Variant, Callable | None]] = {}
+        self.variants: dict[tuple | str, tuple[Variant, Callable]] = {}
         self.schedules: dict[int, tuple[StepPlan, ...]] = {}
         self.states: dict[int, SlotState] = {}
         self.calls_in_step: Counter = Counter()
@@ -160,24 +160,24 @@ class Region:
             for index, k in enumerate(plan.fresh):
                 if k >= self.specs[index].num_tokens:
                     state.tensors.pop(("counter", index), None)
-        outputs = fn(*args, *(self._input(state, key, args) for key in variant.inputs))
+        outputs = fn(*args, *(self._input(state, key) for key in variant.inputs))
         model_outputs = outputs[: variant.num_model_outputs]
         state.tensors.update(zip(variant.outputs, outputs[variant.num_model_outputs:]))
         state.ready = True
         return model_outputs
 
-    def _input(self, state: SlotState, key: StateKey, args) -> torch.Tensor:
+    def _input(self, state: SlotState, key: StateKey) -> torch.Tensor:
         value = state.tensors.get(key)
         if value is None and key[0] == "counter":  # all tokens fresh after a full refresh
             stream = self.analysis.sites[key[1]].stream.meta["example_value"]
-            value = torch.zeros(stream.shape[:2], dtype=torch.float32, device=args[0].device)
+            value = torch.zeros(stream.shape[:2], dtype=torch.float32, device=stream.device)
         return value
 
     def _variant(self, key, args, state: SlotState) -> tuple[Variant, Callable]:
         if key not in self.variants:
             variant = (build_full(self.gm, self.analysis, self.config) if key == "full"
                        else build_partial(self.gm, self.analysis, self.config, key))
-            example = [*args, *(self._input(state, k, args) for k in variant.inputs)]
+            example = [*args, *(self._input(state, k) for k in variant.inputs)]
             log.info("toca_fx: compiling %s variant (%d state inputs)", "FULL" if key == "full" else f"PARTIAL k={key}", len(variant.inputs))
             self.variants[key] = (variant, self.compiler(variant.module, example))
         return self.variants[key]
