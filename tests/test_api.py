@@ -52,6 +52,8 @@ def test_report_sites_and_stats():
     assert {s.policy for s in toca.sites} <= {"partial", "reuse", "full"}
     assert toca.stats["full_steps"] + toca.stats["partial_steps"] == 6
     assert toca.stats["full_steps"] == 2  # steps 0 and 3
+    table = toca.schedule_table().splitlines()
+    assert len(table) == 2 + 6 and "full" in table[2] and "partial" in table[3]
     # B * N * C * 4 bytes for each of the 6 sites, one call slot
     assert f"cache held now: {6 * 2 * 16 * 16 * 4} bytes" in report
 

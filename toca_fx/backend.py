@@ -20,6 +20,7 @@ import torch.fx as fx
 from .config import ToCaConfig
 from .passes.analysis import analyse
 from .report import site_table
+from .schedule import schedule_table
 from .runtime import Clock, Region
 
 log = logging.getLogger("toca_fx")
@@ -143,6 +144,14 @@ class ToCa:
         """(uncached, ToCa) FLOPs of a ``num_steps`` generation as the schedule table predicts them."""
         pairs = [region.predicted_flops(num_steps) for region in self.regions]
         return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+
+    def schedule_table(self, num_steps: int | None = None) -> str:
+        """The step schedule (full or partial, k per site kind) of the first region with sites."""
+        num_steps = num_steps or self.clock.horizon
+        if not self.regions or num_steps is None:
+            return "no schedule yet: run the model once, or give num_steps"
+        region = self.regions[0]
+        return schedule_table(region.schedule(num_steps), region.specs)
 
     def report(self) -> str:
         """One row per site: block, kind, policy, per-step ratio range and cache bytes."""

@@ -28,6 +28,7 @@ import torch.fx as fx
 
 from .. import scores
 from ..config import ToCaConfig
+from . import counters
 from .analysis import RegionAnalysis
 from .graph import example_value
 from .sites import Site
@@ -99,6 +100,7 @@ def _emit_cache(builder: _Builder, config: ToCaConfig, index: int, site: Site) -
 
 
 def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig) -> Variant:
+    counters["variant:full"] += 1
     builder = _Builder(gm)
     for index, site in enumerate(analysis.sites):
         if site.policy != "full":
@@ -121,6 +123,7 @@ def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig)
 
 
 def build_partial(gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig, fresh: tuple[int, ...]) -> Variant:
+    counters["variant:partial"] += 1
     builder = _Builder(gm)
     for index, (site, k) in enumerate(zip(analysis.sites, fresh)):
         if site.policy == "full":

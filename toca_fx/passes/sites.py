@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx as fx
 
+from . import counters
 from .graph import Ancestry, example_value, module_path, tensor_args
 from .prove import prove_at_token_count
 from .tokens import SDPA, WEIGHTED_OPS, TokenFlow, Unprovable, sdpa_operands, trace_tokens
@@ -169,6 +170,7 @@ def find_sites(graph: fx.Graph) -> list[Site]:
             site.kind = "self_attention" if any(n.target in SDPA for n in site.nodes) else "mlp"
         sites.append(site)
     sites = _innermost(sites)
+    counters.update(f"site:{s.kind}:{s.policy}" for s in sites)
     blocks = list(dict.fromkeys(s.block for s in sites))
     for site in sites:
         site.layer = blocks.index(site.block)
