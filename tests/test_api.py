@@ -150,3 +150,15 @@ def test_dynamic_shape_graph_runs_uncached_with_a_warning(caplog):
             assert torch.equal(large.call(model, large.latents(1), t), large.call(large.model, large.latents(1), t))
     assert any("dynamic shapes" in r.getMessage() for r in caplog.records)
     assert toca.fallbacks
+
+
+def test_cache_dtype_halves_cache_bytes_and_stays_close():
+    case = pixart_case(layers=2)
+    runs, held = {}, {}
+    for dtype in (None, torch.bfloat16):
+        toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6, cache_dtype=dtype)
+        runs[dtype] = sample(case, model, 6)
+        held[dtype] = sum(sum(r.cache_bytes().values()) for r in toca.regions)
+    assert held[torch.bfloat16] * 2 == held[None]
+    error = max(((a - b).norm() / b.norm()).item() for a, b in zip(runs[torch.bfloat16], runs[None]))
+    assert 0 < error < 2e-2

@@ -8,11 +8,12 @@ from harness import compile_toca, pixart_case, sample
 pytestmark = pytest.mark.inductor
 
 
-def test_inductor_matches_eager_and_uncached():
+@pytest.mark.parametrize("score", ["cross_entropy", "attention"])
+def test_inductor_matches_eager_and_uncached(score):
     case = pixart_case(layers=2, grid=(4, 6))
     steps = 6
     reference = sample(case, case.model, steps)
-    config = dict(num_steps=steps, step_buckets=1)
+    config = dict(num_steps=steps, step_buckets=1, score=score, attention_chunk=7)
     toca, model = compile_toca(case, "pixart-alpha", **config)
     compiled = sample(case, model, steps)
     assert toca.stats == {**toca.stats, "full_steps": 2, "partial_steps": 4}
