@@ -28,9 +28,16 @@ import toca_fx
 def build_model(args) -> PixArtTransformer2DModel:
     torch.manual_seed(0)
     return PixArtTransformer2DModel(
-        num_attention_heads=args.heads, attention_head_dim=args.head_dim, in_channels=4, out_channels=8,
-        num_layers=args.layers, cross_attention_dim=args.heads * args.head_dim, sample_size=args.latent,
-        patch_size=2, caption_channels=args.caption_channels, norm_type="ada_norm_single",
+        num_attention_heads=args.heads,
+        attention_head_dim=args.head_dim,
+        in_channels=4,
+        out_channels=8,
+        num_layers=args.layers,
+        cross_attention_dim=args.heads * args.head_dim,
+        sample_size=args.latent,
+        patch_size=2,
+        caption_channels=args.caption_channels,
+        norm_type="ada_norm_single",
         use_additional_conditions=False,
     ).eval()
 
@@ -43,13 +50,18 @@ def generate(model, args, guidance_scale=4.5) -> torch.Tensor:
     prompt = torch.randn(1, args.text_tokens, args.caption_channels, generator=generator)
     embeds = torch.cat([torch.zeros_like(prompt), prompt])  # uncond, cond
     mask = torch.ones(2, args.text_tokens)
-    mask[:, args.text_tokens // 2:] = 0  # padded caption, as real prompts are
+    mask[:, args.text_tokens // 2 :] = 0  # padded caption, as real prompts are
     scheduler = DPMSolverMultistepScheduler()
     scheduler.set_timesteps(args.steps)
     for t in scheduler.timesteps:
         latent_input = torch.cat([latents] * 2)
-        out = model(latent_input, encoder_hidden_states=embeds, encoder_attention_mask=mask,
-                    timestep=t.expand(2), return_dict=False)[0]
+        out = model(
+            latent_input,
+            encoder_hidden_states=embeds,
+            encoder_attention_mask=mask,
+            timestep=t.expand(2),
+            return_dict=False,
+        )[0]
         uncond, cond = out.chunk(2)
         noise = (uncond + guidance_scale * (cond - uncond)).chunk(2, dim=1)[0]  # learned sigma
         latents = scheduler.step(noise, t, latents, return_dict=False)[0]
@@ -75,15 +87,18 @@ def main() -> None:
     parser.add_argument("--caption-channels", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--preset", default="pixart-alpha", choices=toca_fx.PRESETS)
-    parser.add_argument("--step-buckets", type=int, default=2,
-                        help="partial-step ratio levels (each is one compiled variant)")
+    parser.add_argument(
+        "--step-buckets", type=int, default=2, help="partial-step ratio levels (each is one compiled variant)"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed generations per method (median)")
     args = parser.parse_args()
 
     model = build_model(args)
     tokens = (args.latent // 2) ** 2
-    print(f"PixArt-α-shaped model: {args.layers} layers, width {args.heads * args.head_dim}, {tokens} image tokens, "
-          f"{args.text_tokens} text tokens, CFG batch 2, {args.steps} DPM-Solver steps, {torch.get_num_threads()} threads")
+    print(
+        f"PixArt-α-shaped model: {args.layers} layers, width {args.heads * args.head_dim}, {tokens} image tokens, "
+        f"{args.text_tokens} text tokens, CFG batch 2, {args.steps} DPM-Solver steps, {torch.get_num_threads()} threads"
+    )
 
     eager_time, reference = timed(lambda: generate(model, args), args.repeats)
 
@@ -112,14 +127,30 @@ def main() -> None:
     rows = [
         ["eager", None, eager_time, plain_time / eager_time, uncached_flops, 1.0, rel_error(reference)],
         ["torch.compile (inductor)", compile_time, plain_time, 1.0, uncached_flops, 1.0, rel_error(plain)],
-        [f"toca_fx {args.preset}", toca_compile, toca_time, plain_time / toca_time, toca_flops,
-         uncached_flops / toca_flops, rel_error(cached)],
+        [
+            f"toca_fx {args.preset}",
+            toca_compile,
+            toca_time,
+            plain_time / toca_time,
+            toca_flops,
+            uncached_flops / toca_flops,
+            rel_error(cached),
+        ],
     ]
-    headers = ["method", "compile s (approx.)", "generation s", "speedup vs compile", "FLOPs",
-               "FLOPs-ideal speedup", "rel. error vs eager"]
+    headers = [
+        "method",
+        "compile s (approx.)",
+        "generation s",
+        "speedup vs compile",
+        "FLOPs",
+        "FLOPs-ideal speedup",
+        "rel. error vs eager",
+    ]
     print(tabulate(rows, headers=headers, floatfmt=(None, ".1f", ".2f", ".2f", ".3g", ".2f", ".2e"), missingval="-"))
-    print(f"per generation: {full // args.repeats} full and {partial // args.repeats} partial steps; "
-          f"measured/ideal = {(plain_time / toca_time) / (uncached_flops / toca_flops):.2f}")
+    print(
+        f"per generation: {full // args.repeats} full and {partial // args.repeats} partial steps; "
+        f"measured/ideal = {(plain_time / toca_time) / (uncached_flops / toca_flops):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import torch.fx as fx
 from torch.fx.node import map_arg
 
 from toca_fx.passes.graph import ValueRecorder
+
 from models import CAPTION_CHANNELS, HandDiT, tiny_dit, tiny_pixart, tiny_sd3
 
 CONTEXT_TOKENS = 5
@@ -53,8 +54,15 @@ def dit_case(layers=2, heads=2, head_dim=8, batch=2, grid=(4, 4), seed=0) -> Cas
 
 
 def hand_case(layers=2, heads=2, batch=2, grid=(4, 4), graph_break=False, context=True, parallel=False, seed=0) -> Case:
-    model = HandDiT(layers, dim=8 * heads, heads=heads, graph_break=graph_break, context_dim=6 if context else 0,
-                    parallel=parallel, seed=seed)
+    model = HandDiT(
+        layers,
+        dim=8 * heads,
+        heads=heads,
+        graph_break=graph_break,
+        context_dim=6 if context else 0,
+        parallel=parallel,
+        seed=seed,
+    )
     text = torch.randn(batch, CONTEXT_TOKENS, 6, generator=torch.Generator().manual_seed(seed + 1))
 
     def call(m, x, t):
@@ -67,7 +75,10 @@ def sd3_case(layers=2, batch=2, seed=0) -> Case:
     """Two token streams of different lengths (image and text) with joint attention."""
     model = tiny_sd3(layers, seed=seed)
     generator = torch.Generator().manual_seed(seed + 1)
-    text, pooled = torch.randn(batch, CONTEXT_TOKENS, 16, generator=generator), torch.randn(batch, 16, generator=generator)
+    text, pooled = (
+        torch.randn(batch, CONTEXT_TOKENS, 16, generator=generator),
+        torch.randn(batch, 16, generator=generator),
+    )
 
     def call(m, x, t):
         return m(hidden_states=x, encoder_hidden_states=text, pooled_projections=pooled, timestep=t).sample
@@ -110,8 +121,11 @@ class Recorder:
         return run
 
     def nodes(self, role: str, site: int) -> list[fx.Node]:
-        return [n for n in self.module.graph.nodes if n.meta.get("toca", {}).get("role") == role
-                and n.meta["toca"].get("site") == site]
+        return [
+            n
+            for n in self.module.graph.nodes
+            if n.meta.get("toca", {}).get("role") == role and n.meta["toca"].get("site") == site
+        ]
 
 
 def recompute_branch(site, values: dict[str, object], overrides: dict | None = None) -> torch.Tensor:
@@ -139,8 +153,16 @@ def compile_toca(case: Case, config=None, **overrides):
 
 
 # Every site recomputes every token at partial steps, self-attention included.
-RECOMPUTE_ALL = dict(fresh_ratio=1.0, step_weight=0.0, layer_weight=0.0, self_attention_weight=1.0,
-                     cross_attention_weight=1.0, mlp_weight=1.0, joint_attention_weight=1.0, mixed_weight=1.0)
+RECOMPUTE_ALL = dict(
+    fresh_ratio=1.0,
+    step_weight=0.0,
+    layer_weight=0.0,
+    self_attention_weight=1.0,
+    cross_attention_weight=1.0,
+    mlp_weight=1.0,
+    joint_attention_weight=1.0,
+    mixed_weight=1.0,
+)
 
 
 class FlopCounting:

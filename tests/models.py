@@ -13,25 +13,47 @@ CAPTION_CHANNELS = 12
 def tiny_pixart(layers=2, heads=2, head_dim=8, patch=2, seed=0) -> PixArtTransformer2DModel:
     torch.manual_seed(seed)
     return PixArtTransformer2DModel(
-        num_attention_heads=heads, attention_head_dim=head_dim, in_channels=4, out_channels=8,
-        num_layers=layers, cross_attention_dim=heads * head_dim, sample_size=8, patch_size=patch,
-        caption_channels=CAPTION_CHANNELS, norm_type="ada_norm_single", use_additional_conditions=False,
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=4,
+        out_channels=8,
+        num_layers=layers,
+        cross_attention_dim=heads * head_dim,
+        sample_size=8,
+        patch_size=patch,
+        caption_channels=CAPTION_CHANNELS,
+        norm_type="ada_norm_single",
+        use_additional_conditions=False,
     ).eval()
 
 
 def tiny_dit(layers=2, heads=2, head_dim=8, patch=2, seed=0) -> DiTTransformer2DModel:
     torch.manual_seed(seed)
     return DiTTransformer2DModel(
-        num_attention_heads=heads, attention_head_dim=head_dim, in_channels=4, out_channels=8,
-        num_layers=layers, sample_size=8, patch_size=patch, num_embeds_ada_norm=10,
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=4,
+        out_channels=8,
+        num_layers=layers,
+        sample_size=8,
+        patch_size=patch,
+        num_embeds_ada_norm=10,
     ).eval()
 
 
 def tiny_sd3(layers=2, seed=0) -> SD3Transformer2DModel:
     torch.manual_seed(seed)
     return SD3Transformer2DModel(
-        sample_size=8, patch_size=1, in_channels=4, num_layers=layers, attention_head_dim=8, num_attention_heads=2,
-        caption_projection_dim=16, joint_attention_dim=16, pooled_projection_dim=16, out_channels=4,
+        sample_size=8,
+        patch_size=1,
+        in_channels=4,
+        num_layers=layers,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        caption_projection_dim=16,
+        joint_attention_dim=16,
+        pooled_projection_dim=16,
+        out_channels=4,
     ).eval()
 
 
@@ -82,7 +104,9 @@ class ParallelBlock(nn.Module):
         b, _, d = x.shape
         shift, scale, gate = self.ada(c).chunk(3, dim=1)
         h = self.norm(x) * (1 + scale[:, None]) + shift[:, None]
-        q, k, v = (f(h).view(b, -1, self.heads, d // self.heads).transpose(1, 2) for f in (self.to_q, self.to_k, self.to_v))
+        q, k, v = (
+            f(h).view(b, -1, self.heads, d // self.heads).transpose(1, 2) for f in (self.to_q, self.to_k, self.to_v)
+        )
         attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, d)
         mlp = F.gelu(self.mlp_in(h), approximate="tanh")
         return x + gate[:, None] * self.proj_out(torch.cat([attn, mlp], dim=2))
@@ -110,8 +134,9 @@ class HandDiT(nn.Module):
     ``context_dim`` adds a cross-attention (over ``context``) after each block; ``parallel`` uses
     FLUX-single-style parallel blocks."""
 
-    def __init__(self, layers=2, dim=16, heads=2, patch=2, channels=4, graph_break=False, context_dim=0,
-                 parallel=False, seed=0):
+    def __init__(
+        self, layers=2, dim=16, heads=2, patch=2, channels=4, graph_break=False, context_dim=0, parallel=False, seed=0
+    ):
         super().__init__()
         torch.manual_seed(seed)
         self.patch, self.dim, self.graph_break = patch, dim, graph_break

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import toca_fx
+
 from harness import RECOMPUTE_ALL, compile_toca, pixart_case, sample, timesteps
 
 
@@ -45,7 +46,15 @@ def test_report_sites_and_stats():
     toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
     sample(case, model, 6)
     report = toca.report()
-    for word in ("transformer_blocks.1", "self_attention", "cross_attention", "mlp", "reuse", "partial", "cache bytes/slot"):
+    for word in (
+        "transformer_blocks.1",
+        "self_attention",
+        "cross_attention",
+        "mlp",
+        "reuse",
+        "partial",
+        "cache bytes/slot",
+    ):
         assert word in report
     assert len(toca.sites) == 6
     assert {s.kind for s in toca.sites} <= set(toca_fx.config.SITE_KINDS)
@@ -80,19 +89,16 @@ def test_unknown_step_count_is_learned_from_the_first_generation():
 def test_two_calls_per_step_keep_separate_caches():
     """Pipelines that run cond and uncond as two calls per step get one state per call slot."""
     case = pixart_case(batch=1)
-    cond, uncond = case.latents(0), case.latents(1)
-    toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
-    solo = []
+    latents = (case.latents(0), case.latents(1))
     with torch.no_grad():
-        for slot, x in enumerate((cond, uncond)):
-            torch._dynamo.reset()
-            single, single_model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
-            solo.append([case.call(single_model, x, t) for t in timesteps(6, 1)])
-        torch._dynamo.reset()
-        toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
+        solo = []
+        for x in latents:
+            _, single = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
+            solo.append([case.call(single, x, t) for t in timesteps(6, 1)])
+        _, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
         for step, t in enumerate(timesteps(6, 1)):
-            assert torch.equal(case.call(model, cond, t), solo[0][step])
-            assert torch.equal(case.call(model, uncond, t), solo[1][step])
+            for x, alone in zip(latents, solo):
+                assert torch.equal(case.call(model, x, t), alone[step])
 
 
 def test_shape_change_mid_generation_never_reads_a_stale_cache():

@@ -3,9 +3,9 @@
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import cases
 
 from harness import RECOMPUTE_ALL, compile_toca, sample
+from strategies import cases
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 

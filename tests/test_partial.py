@@ -3,17 +3,19 @@
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import cases
+
+from toca_fx.scores import gather_tokens
 
 from harness import Recorder, compile_toca, recompute_branch, sample
-from toca_fx.scores import gather_tokens
+from strategies import cases
 
 
 def partial_step(case, cfg_shared=True, **overrides):
     """Run a full and then a partial step with a recording inner compiler."""
     recorder = Recorder()
-    toca, model = compile_toca(case, "pixart-alpha", inner_compiler=recorder, num_steps=10,
-                               cfg_shared=cfg_shared, step_buckets=0, **overrides)
+    toca, model = compile_toca(
+        case, "pixart-alpha", inner_compiler=recorder, num_steps=10, cfg_shared=cfg_shared, step_buckets=0, **overrides
+    )
     sample(case, model, 2)
     return toca, recorder
 
@@ -37,8 +39,9 @@ def test_fresh_tokens_equal_eager_recompute(case, cfg, score):
         expected = gather_tokens(full, idx, site.flow.dims[site.output])
         assert torch.allclose(fresh, expected, atol=1e-5, rtol=1e-5), site.name
         checked += 1
-    partial_sites = [s for s, k in zip(region.analysis.sites, region.plan(1).fresh)
-                     if s.policy == "partial" and 0 < k < s.num_tokens]
+    partial_sites = [
+        s for s, k in zip(region.analysis.sites, region.plan(1).fresh) if s.policy == "partial" and 0 < k < s.num_tokens
+    ]
     assert checked == len(partial_sites)
 
 
@@ -56,7 +59,7 @@ def test_selection_invariants(case, cfg):
             for row in idx:
                 assert row.unique().numel() == row.numel()
             if cfg and batch % 2 == 0:
-                assert torch.equal(idx[: batch // 2], idx[batch // 2:])
+                assert torch.equal(idx[: batch // 2], idx[batch // 2 :])
 
 
 @given(case=cases())

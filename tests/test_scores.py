@@ -209,13 +209,17 @@ def test_counter_pushes_stale_tokens_in():
 def test_select_fresh_rejects_bad_grid_and_odd_cfg_batch():
     with pytest.raises(ValueError):
         scores.select_fresh(
-            torch.rand(1, 12), torch.zeros(1, 12), 2, cache_weight=0.25, interval=3,
-            grid=(3, 4), spatial_grid=2, spatial_weight=0.4,
+            torch.rand(1, 12),
+            torch.zeros(1, 12),
+            2,
+            cache_weight=0.25,
+            interval=3,
+            grid=(3, 4),
+            spatial_grid=2,
+            spatial_weight=0.4,
         )
     with pytest.raises(ValueError):
-        scores.select_fresh(
-            torch.rand(3, 4), torch.zeros(3, 4), 2, cache_weight=0.25, interval=3, cfg_shared=True
-        )
+        scores.select_fresh(torch.rand(3, 4), torch.zeros(3, 4), 2, cache_weight=0.25, interval=3, cfg_shared=True)
 
 
 def test_random_score_shape_and_range():
@@ -273,8 +277,15 @@ def _compile_cases():
         ),
         "select_fresh": (
             lambda s, c: scores.select_fresh(
-                s, c, 5, cache_weight=0.25, interval=3,
-                grid=(4, 4), spatial_grid=2, spatial_weight=0.6, cfg_shared=True,
+                s,
+                c,
+                5,
+                cache_weight=0.25,
+                interval=3,
+                grid=(4, 4),
+                spatial_grid=2,
+                spatial_weight=0.6,
+                cfg_shared=True,
             ),
             (score, counter),
         ),

@@ -24,8 +24,12 @@ EXPECTED_PER_BLOCK = {
 }
 
 
-@given(family=st.sampled_from(sorted(EXPECTED_PER_BLOCK)), layers=st.integers(1, 4), heads=st.integers(1, 3),
-       head_dim=st.sampled_from([4, 8]))
+@given(
+    family=st.sampled_from(sorted(EXPECTED_PER_BLOCK)),
+    layers=st.integers(1, 4),
+    heads=st.integers(1, 3),
+    head_dim=st.sampled_from([4, 8]),
+)
 def test_diffusers_blocks_have_the_expected_sites(family, layers, heads, head_dim):
     case = (pixart_case if family == "pixart" else dit_case)(layers, heads, head_dim)
     toca, model = compile_toca(case, compiler="eager", num_steps=2)

@@ -9,9 +9,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import toca_fx
-from harness import compile_toca, hand_case, sample
 from toca_fx.passes.prove import prove_at_token_count
 from toca_fx.passes.tokens import Unprovable
+
+from harness import compile_toca, hand_case, sample
 
 
 class Residual(nn.Module):

@@ -1,7 +1,7 @@
 """toca_fx: token-wise feature caching (ToCa) for diffusion transformers, as a torch.compile backend.
 
-    model = torch.compile(model, backend=toca_fx.toca_backend)
-    model = torch.compile(model, backend="toca", options={"interval": 4, "fresh_ratio": 0.1})
+model = torch.compile(model, backend=toca_fx.toca_backend)
+model = torch.compile(model, backend="toca", options={"interval": 4, "fresh_ratio": 0.1})
 """
 
 import torch

@@ -20,8 +20,8 @@ import torch.fx as fx
 from .config import ToCaConfig
 from .passes.analysis import analyse
 from .report import site_table
-from .schedule import schedule_table
 from .runtime import Clock, Region
+from .schedule import schedule_table
 
 log = logging.getLogger("toca_fx")
 
@@ -51,8 +51,10 @@ def _inductor(gm: fx.GraphModule, example_inputs: list) -> Callable:
 
 def _has_symbolic_shapes(gm: fx.GraphModule, example_inputs) -> bool:
     values = [*example_inputs, *(n.meta.get("example_value") for n in gm.graph.nodes if n.op == "placeholder")]
-    return any(isinstance(v, torch.SymInt) or (isinstance(v, torch.Tensor) and not all(isinstance(s, int) for s in v.shape))
-               for v in values)
+    return any(
+        isinstance(v, torch.SymInt) or (isinstance(v, torch.Tensor) and not all(isinstance(s, int) for s in v.shape))
+        for v in values
+    )
 
 
 class ToCa:
@@ -95,8 +97,11 @@ class ToCa:
             return compiler(gm, example_inputs)
         if not analysis.cacheable:
             reasons = sorted({s.reason for s in analysis.sites}) or ["no residual branch over a token stream"]
-            log.warning("toca_fx: nothing cacheable in a graph of %d nodes (%s): it runs uncached",
-                        len(gm.graph.nodes), "; ".join(reasons))
+            log.warning(
+                "toca_fx: nothing cacheable in a graph of %d nodes (%s): it runs uncached",
+                len(gm.graph.nodes),
+                "; ".join(reasons),
+            )
             self.fallbacks.append("; ".join(reasons))
             if not analysis.sites:
                 return self._keep_time(compiler(gm, example_inputs), analysis.timestep)

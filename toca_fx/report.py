@@ -23,8 +23,17 @@ def site_table(regions, num_steps: int | None) -> str:
         for index, site in enumerate(region.analysis.sites):
             ratios = [p.fresh[index] / site.num_tokens for p in plans]
             ratio = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "-"
-            rows.append([r, site.block, site.kind, site.policy, ratio,
-                         _cache_bytes(site, region.config.cache_dtype), site.reason])
+            rows.append(
+                [
+                    r,
+                    site.block,
+                    site.kind,
+                    site.policy,
+                    ratio,
+                    _cache_bytes(site, region.config.cache_dtype),
+                    site.reason,
+                ]
+            )
     headers = ["region", "block", "kind", "policy", "fresh ratio", "cache bytes/slot", "note"]
     held = sum(sum(region.cache_bytes().values()) for region in regions)
     return tabulate(rows, headers=headers, tablefmt="github") + f"\ncache held now: {held} bytes"

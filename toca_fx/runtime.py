@@ -17,8 +17,8 @@ import torch.fx as fx
 
 from .config import ToCaConfig
 from .passes.analysis import RegionAnalysis
-from .passes.rewrite import StateKey, Variant, build_full, build_partial
 from .passes.flops import node_flops, site_costs
+from .passes.rewrite import StateKey, Variant, build_full, build_partial
 from .schedule import SiteSpec, StepPlan, build_schedule, predicted_flops
 
 log = logging.getLogger("toca_fx")
@@ -80,7 +80,9 @@ Compiler = Callable[[fx.GraphModule, list], Callable]
 class Region:
     """One Dynamo graph region with its FULL and PARTIAL variants and per-slot state."""
 
-    def __init__(self, gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig, clock: Clock, compiler: Compiler):
+    def __init__(
+        self, gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig, clock: Clock, compiler: Compiler
+    ):
         self.gm, self.analysis, self.config, self.clock, self.compiler = gm, analysis, config, clock, compiler
         self.specs = [SiteSpec(s.kind, s.layer, s.num_tokens) for s in analysis.sites]
         self.variants: dict[tuple | str, tuple[Variant, Callable]] = {}
@@ -99,10 +101,12 @@ class Region:
 
     def _effective(self, fresh: tuple[int, ...]) -> tuple[int, ...]:
         """What each site really computes: mixing sites run all tokens or none, unprovable sites all."""
+
         def effective(site, k):
             if site.policy == "full":
                 return site.num_tokens
             return 0 if site.policy == "reuse" and k < site.num_tokens else k
+
         return tuple(effective(s, k) for s, k in zip(self.analysis.sites, fresh))
 
     def predicted_flops(self, num_steps: int) -> tuple[float, float]:
@@ -162,7 +166,7 @@ class Region:
                     state.tensors.pop(("counter", index), None)
         outputs = fn(*args, *(self._input(state, key) for key in variant.inputs))
         model_outputs = outputs[: variant.num_model_outputs]
-        state.tensors.update(zip(variant.outputs, outputs[variant.num_model_outputs:]))
+        state.tensors.update(zip(variant.outputs, outputs[variant.num_model_outputs :]))
         state.ready = True
         return model_outputs
 
@@ -175,10 +179,17 @@ class Region:
 
     def _variant(self, key, args, state: SlotState) -> tuple[Variant, Callable]:
         if key not in self.variants:
-            variant = (build_full(self.gm, self.analysis, self.config) if key == "full"
-                       else build_partial(self.gm, self.analysis, self.config, key))
+            variant = (
+                build_full(self.gm, self.analysis, self.config)
+                if key == "full"
+                else build_partial(self.gm, self.analysis, self.config, key)
+            )
             example = [*args, *(self._input(state, k) for k in variant.inputs)]
-            log.info("toca_fx: compiling %s variant (%d state inputs)", "FULL" if key == "full" else f"PARTIAL k={key}", len(variant.inputs))
+            log.info(
+                "toca_fx: compiling %s variant (%d state inputs)",
+                "FULL" if key == "full" else f"PARTIAL k={key}",
+                len(variant.inputs),
+            )
             self.variants[key] = (variant, self.compiler(variant.module, example))
         return self.variants[key]
 

@@ -61,9 +61,12 @@ def _token_grids(graph: fx.Graph, sites: list[Site], cell: int) -> tuple[dict[in
     images = [n for n in graph.nodes if isinstance(example_value(n), torch.Tensor) and example_value(n).dim() == 4]
     grids, notes = {}, set()
     for index, site in enumerate(sites):
-        found = [tuple(example_value(n).shape[-2:]) for n in images
-                 if example_value(n).shape[-2] * example_value(n).shape[-1] == site.num_tokens
-                 and ancestry.is_ancestor(n, site.stream)]
+        found = [
+            tuple(example_value(n).shape[-2:])
+            for n in images
+            if example_value(n).shape[-2] * example_value(n).shape[-1] == site.num_tokens
+            and ancestry.is_ancestor(n, site.stream)
+        ]
         if not found:
             notes.add(f"{site.num_tokens}-token stream: no 2-D token grid, spatial bonus (s4) off")
         elif found[-1][0] % cell or found[-1][1] % cell:

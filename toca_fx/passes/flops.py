@@ -30,8 +30,12 @@ def node_flops(module: fx.GraphModule, inputs: list | None = None) -> dict[str, 
         inputs = [example_value(n) for n in module.graph.nodes if n.op == "placeholder"]
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
     with fake_mode:
-        inputs = [torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
-                  if isinstance(t, torch.Tensor) else t for t in inputs]
+        inputs = [
+            torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+            if isinstance(t, torch.Tensor)
+            else t
+            for t in inputs
+        ]
     counter = FlopCounterMode(display=False)
     interpreter = _Counting(module, counter)
     with fake_mode, counter, torch.no_grad():
@@ -48,8 +52,12 @@ def site_costs(module: fx.GraphModule, sites) -> tuple[int, list[int], list[int]
         branch = set(site.nodes)
         exclusive: set[fx.Node] = set()
         for node in reversed(module.graph.nodes):
-            if node.op != "placeholder" and node not in branch and node.users and all(
-                    u in branch or u in exclusive for u in node.users):
+            if (
+                node.op != "placeholder"
+                and node not in branch
+                and node.users
+                and all(u in branch or u in exclusive for u in node.users)
+            ):
                 exclusive.add(node)
         token.append(sum(flops[n.name] for n in branch))
         context.append(sum(flops[n.name] for n in exclusive))

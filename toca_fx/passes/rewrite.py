@@ -113,11 +113,26 @@ def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig)
         q, k, mask, scale = ops.query, ops.key, ops.attn_mask, ops.scale
         with builder.graph.inserting_after(sdpa):
             if source.kind == "attention":
-                score = builder.call(scores.attention_received, q, k, mask, scale, config.attention_chunk,
-                                     analysis.cfg_shared, meta={"layer": layer, "role": "score"})
+                score = builder.call(
+                    scores.attention_received,
+                    q,
+                    k,
+                    mask,
+                    scale,
+                    config.attention_chunk,
+                    analysis.cfg_shared,
+                    meta={"layer": layer, "role": "score"},
+                )
             else:
-                score = builder.call(scores.cross_attention_entropy, q, k, mask, scale, analysis.cfg_shared,
-                                     meta={"layer": layer, "role": "score"})
+                score = builder.call(
+                    scores.cross_attention_entropy,
+                    q,
+                    k,
+                    mask,
+                    scale,
+                    analysis.cfg_shared,
+                    meta={"layer": layer, "role": "score"},
+                )
         builder.outputs[("score", layer)] = score
     return builder.finish()
 
@@ -144,7 +159,9 @@ def _reuse(builder: _Builder, config: ToCaConfig, index: int, site: Site) -> Non
         restored = _cast(builder, cache, _cache_dtype(config, site), example_value(site.output).dtype)
         if site.policy == "partial":  # the staleness of every token grows by one step
             counter = builder.state(("counter", index))
-            builder.outputs[("counter", index)] = builder.call(torch.add, counter, 1, meta={"site": index, "role": "counter"})
+            builder.outputs[("counter", index)] = builder.call(
+                torch.add, counter, 1, meta={"site": index, "role": "counter"}
+            )
     y.replace_all_uses_with(restored)
 
 
@@ -156,13 +173,27 @@ def _partial(builder: _Builder, analysis: RegionAnalysis, config: ToCaConfig, in
     counter = builder.state(("counter", index))
     source = analysis.scores[site.layer]
     with graph.inserting_before(y.next):
-        score = (builder.state(("score", site.layer)) if source.attention is not None
-                 else builder.call(scores.random_score, env[site.stream], meta=meta | {"role": "score"}))
+        score = (
+            builder.state(("score", site.layer))
+            if source.attention is not None
+            else builder.call(scores.random_score, env[site.stream], meta=meta | {"role": "score"})
+        )
         idx = builder.call(
-            scores.select_fresh, score, counter, k, cache_weight=config.cache_weight, interval=config.interval,
-            grid=analysis.grids.get(index), spatial_grid=config.spatial_grid, spatial_weight=config.spatial_weight,
-            cfg_shared=analysis.cfg_shared, meta=meta | {"role": "select"})
-        fresh = {site.stream: builder.call(scores.gather_tokens, env[site.stream], idx, 1, meta=meta | {"role": "gather"})}
+            scores.select_fresh,
+            score,
+            counter,
+            k,
+            cache_weight=config.cache_weight,
+            interval=config.interval,
+            grid=analysis.grids.get(index),
+            spatial_grid=config.spatial_grid,
+            spatial_weight=config.spatial_weight,
+            cfg_shared=analysis.cfg_shared,
+            meta=meta | {"role": "select"},
+        )
+        fresh = {
+            site.stream: builder.call(scores.gather_tokens, env[site.stream], idx, 1, meta=meta | {"role": "gather"})
+        }
         for j, node in enumerate(site.interior):
             rows = builder.state(("interior", index, j))
             fresh[node] = builder.call(scores.gather_tokens, rows, idx, flow.dims[node], meta=meta | {"role": "gather"})
@@ -172,9 +203,17 @@ def _partial(builder: _Builder, analysis: RegionAnalysis, config: ToCaConfig, in
             copy.meta.pop("example_value", None)
             set_token_count(copy, flow.token_args.get(node, ()), k)
             fresh[node] = copy
-        new_cache = builder.call(scores.scatter_tokens, cache, idx, fresh[site.output], flow.dims[site.output],
-                                 meta=meta | {"role": "scatter"})
+        new_cache = builder.call(
+            scores.scatter_tokens,
+            cache,
+            idx,
+            fresh[site.output],
+            flow.dims[site.output],
+            meta=meta | {"role": "scatter"},
+        )
         restored = _cast(builder, new_cache, _cache_dtype(config, site), example_value(site.output).dtype)
-        builder.outputs[("counter", index)] = builder.call(scores.update_counter, counter, idx, meta=meta | {"role": "counter"})
+        builder.outputs[("counter", index)] = builder.call(
+            scores.update_counter, counter, idx, meta=meta | {"role": "counter"}
+        )
     y.replace_all_uses_with(restored)
     builder.outputs[("cache", index)] = new_cache

@@ -117,9 +117,9 @@ def _classify(site: Site) -> None:
         return
     # Interior caches: mixing results that meet token-local work before the output.
     joins = [
-        n for n in site.nodes
-        if n in tainted and n not in flow.mixing
-        and any(a in flow.dims and a not in tainted for a in tensor_args(n))
+        n
+        for n in site.nodes
+        if n in tainted and n not in flow.mixing and any(a in flow.dims and a not in tainted for a in tensor_args(n))
     ]
     if not joins:
         site.kind, site.policy = "self_attention", "reuse"
@@ -158,9 +158,16 @@ def find_sites(graph: fx.Graph) -> list[Site]:
             continue
         output = _peel_tail(branch, set(nodes))
         tail = {n for n in nodes if ancestry.is_ancestor(output, n)} | {node}
-        site = Site(block=module_path(node), kind="mlp", policy="partial", reason="",
-                    stream=stream, output=output, residual=node,
-                    nodes=[n for n in nodes if n not in tail])
+        site = Site(
+            block=module_path(node),
+            kind="mlp",
+            policy="partial",
+            reason="",
+            stream=stream,
+            output=output,
+            residual=node,
+            nodes=[n for n in nodes if n not in tail],
+        )
         try:
             _check_contained(site, tail)
             _classify(site)

@@ -40,18 +40,78 @@ class TokenFlow:
 
 
 _POINTWISE_FUNCTIONS = {
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, operator.pow,
-    torch.add, torch.sub, torch.mul, torch.div, torch.neg, torch.pow, torch.exp, torch.tanh,
-    torch.sigmoid, torch.sqrt, torch.rsqrt, torch.square, torch.abs, torch.sin, torch.cos,
-    torch.clamp, torch.where, torch.erf, torch.log, torch.reciprocal,
-    F.gelu, F.silu, F.relu, F.mish, F.dropout, F.sigmoid, F.tanh, F.leaky_relu, F.elu, F.softplus,
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    operator.neg,
+    operator.pow,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+    torch.neg,
+    torch.pow,
+    torch.exp,
+    torch.tanh,
+    torch.sigmoid,
+    torch.sqrt,
+    torch.rsqrt,
+    torch.square,
+    torch.abs,
+    torch.sin,
+    torch.cos,
+    torch.clamp,
+    torch.where,
+    torch.erf,
+    torch.log,
+    torch.reciprocal,
+    F.gelu,
+    F.silu,
+    F.relu,
+    F.mish,
+    F.dropout,
+    F.sigmoid,
+    F.tanh,
+    F.leaky_relu,
+    F.elu,
+    F.softplus,
     torch.nn.functional.hardswish,
 }
 _POINTWISE_METHODS = {
-    "add", "sub", "mul", "div", "truediv", "pow", "neg", "exp", "tanh", "sigmoid", "sqrt",
-    "rsqrt", "square", "abs", "clamp", "float", "half", "bfloat16", "to", "type_as", "contiguous",
-    "clone", "detach", "sin", "cos", "reciprocal", "relu", "__add__", "__mul__", "__sub__",
-    "__truediv__", "__radd__", "__rmul__",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "truediv",
+    "pow",
+    "neg",
+    "exp",
+    "tanh",
+    "sigmoid",
+    "sqrt",
+    "rsqrt",
+    "square",
+    "abs",
+    "clamp",
+    "float",
+    "half",
+    "bfloat16",
+    "to",
+    "type_as",
+    "contiguous",
+    "clone",
+    "detach",
+    "sin",
+    "cos",
+    "reciprocal",
+    "relu",
+    "__add__",
+    "__mul__",
+    "__sub__",
+    "__truediv__",
+    "__radd__",
+    "__rmul__",
 }
 # Methods whose extra tensor argument only gives a dtype or device, never values.
 _DTYPE_ONLY_METHODS = {"to", "type_as"}
@@ -62,7 +122,18 @@ _REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "std", "norm", "logsumexp"}
 _SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, F.normalize}
 SDPA = (F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention)
 _MATMUL = {torch.matmul, operator.matmul, torch.bmm}
-WEIGHTED_OPS = {F.linear, torch.matmul, operator.matmul, torch.bmm, torch.einsum, F.conv1d, F.conv2d, F.conv3d, torch.addmm, *SDPA}
+WEIGHTED_OPS = {
+    F.linear,
+    torch.matmul,
+    operator.matmul,
+    torch.bmm,
+    torch.einsum,
+    F.conv1d,
+    F.conv2d,
+    F.conv3d,
+    torch.addmm,
+    *SDPA,
+}
 
 
 @dataclass(frozen=True)
@@ -80,8 +151,15 @@ def sdpa_operands(node: fx.Node) -> SDPAOperands:
     """Query, key, value, mask and scale of an SDPA node, given positionally or by keyword."""
     names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
     bound = dict(zip(names, node.args)) | dict(node.kwargs)
-    return SDPAOperands(bound["query"], bound["key"], bound["value"], bound.get("attn_mask"), bound.get("scale"),
-                        bound.get("is_causal", False), bound.get("enable_gqa", False))
+    return SDPAOperands(
+        bound["query"],
+        bound["key"],
+        bound["value"],
+        bound.get("attn_mask"),
+        bound.get("scale"),
+        bound.get("is_causal", False),
+        bound.get("enable_gqa", False),
+    )
 
 
 def op_name(node: fx.Node) -> str:
@@ -155,7 +233,9 @@ class _Tracer:
         x = node.args[0] if node.args else None
         if target is operator.getitem and not isinstance(example_value(x), torch.Tensor):
             return self.dims[x]  # element of a chunk/split tuple: same token axis
-        if out_shape is None and not (is_method(node, "chunk", "split", "unbind") or target in (torch.chunk, torch.split)):
+        if out_shape is None and not (
+            is_method(node, "chunk", "split", "unbind") or target in (torch.chunk, torch.split)
+        ):
             raise Unprovable(f"{name} returns a non-tensor from the stream")
         if target in SDPA:
             return self.sdpa(node)
@@ -218,7 +298,11 @@ class _Tracer:
     def reduction(self, node, x) -> int:
         token, ndim = self.dims[x], example_value(x).dim()
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
-        dims = range(ndim) if dim is None else [_norm_dim(d, ndim) for d in (dim if isinstance(dim, (tuple, list)) else [dim])]
+        dims = (
+            range(ndim)
+            if dim is None
+            else [_norm_dim(d, ndim) for d in (dim if isinstance(dim, (tuple, list)) else [dim])]
+        )
         if token in dims:
             self.mixing.add(node)
             return token
