@@ -11,7 +11,7 @@ from torch.fx.node import map_arg
 
 from toca_fx.passes.graph import ValueRecorder
 
-from models import CAPTION_CHANNELS, HandDiT, tiny_dit, tiny_pixart, tiny_sd3
+from models import CAPTION_CHANNELS, HandDiT, tiny_dit, tiny_flux, tiny_pixart, tiny_sd3
 
 CONTEXT_TOKENS = 5
 
@@ -86,6 +86,32 @@ def sd3_case(layers=2, batch=2, seed=0) -> Case:
     return Case("sd3", model, call, batch, 8, 8)
 
 
+def flux_case(batch=1, grid=(4, 4), seed=0) -> Case:
+    """FLUX: packed latent tokens, RoPE, double-stream and single-stream (parallel) blocks."""
+    model = tiny_flux(seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    text = torch.randn(batch, CONTEXT_TOKENS, 32, generator=generator)
+    pooled = torch.randn(batch, 32, generator=generator)
+    h, w = grid
+    rows, cols = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    img_ids = torch.stack([torch.zeros_like(rows), rows, cols], -1).reshape(-1, 3)
+    txt_ids = torch.zeros(CONTEXT_TOKENS, 3)
+
+    def call(m, x, t):
+        tokens = x.flatten(2).transpose(1, 2)  # (B, h*w, 4): FLUX takes packed tokens
+        out = m(
+            hidden_states=tokens,
+            encoder_hidden_states=text,
+            pooled_projections=pooled,
+            timestep=t / 1000,
+            img_ids=img_ids,
+            txt_ids=txt_ids,
+        ).sample
+        return out.transpose(1, 2).reshape(x.shape)
+
+    return Case("flux", model, call, batch, h, w)
+
+
 def timesteps(num_steps: int, batch: int) -> list[torch.Tensor]:
     values = [round(999 * (1 - i / max(1, num_steps - 1))) for i in range(num_steps)]
     return [torch.full((batch,), t) for t in values]
@@ -129,12 +155,10 @@ class Recorder:
 
 
 def recompute_branch(site, values: dict[str, object], overrides: dict | None = None) -> torch.Tensor:
-    """Run a site's original branch eagerly on the stream and side values of a recorded call
-    (``overrides`` maps branch nodes to values used instead of computing them)."""
+    """Run a site's original branch eagerly, on all tokens, with the stream and side values of a
+    recorded call (``overrides``: the interior caches a mixed site reads instead of computing)."""
     env = {site.stream: values[site.stream.name], **(overrides or {})}
-    for node in site.nodes:
-        if node in env:
-            continue
+    for node in site.fresh_nodes():  # all tokens, through the same nodes a partial step runs
         args, kwargs = map_arg((node.args, node.kwargs), lambda n: env[n] if n in env else values[n.name])
         if node.op == "call_method":
             env[node] = getattr(args[0], node.target)(*args[1:], **kwargs)

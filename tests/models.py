@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel
+from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel
 
 CAPTION_CHANNELS = 12
 
@@ -54,6 +54,21 @@ def tiny_sd3(layers=2, seed=0) -> SD3Transformer2DModel:
         joint_attention_dim=16,
         pooled_projection_dim=16,
         out_channels=4,
+    ).eval()
+
+
+def tiny_flux(double=1, single=2, seed=0) -> FluxTransformer2DModel:
+    torch.manual_seed(seed)
+    return FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=double,
+        num_single_layers=single,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
     ).eval()
 
 

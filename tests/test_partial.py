@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from toca_fx.scores import gather_tokens
 
-from harness import Recorder, compile_toca, recompute_branch, sample
+from harness import RECOMPUTE_ALL, Recorder, compile_toca, flux_case, recompute_branch, sample
 from strategies import cases
 
 
@@ -20,10 +20,9 @@ def partial_step(case, cfg_shared=True, **overrides):
     return toca, recorder
 
 
-@given(case=cases(), cfg=st.booleans(), score=st.sampled_from(["attention", "cross_entropy", "random"]))
-def test_fresh_tokens_equal_eager_recompute(case, cfg, score):
-    toca, recorder = partial_step(case, cfg_shared=cfg, score=score)
-    assert toca.stats["partial_steps"] >= 1
+def assert_fresh_tokens_exact(toca, recorder):
+    """Every site that ran partially in the recorded call: its fresh tokens equal an eager recompute
+    of the branch on the same inputs (a mixed site's recompute reads the same interior cache)."""
     region = toca.regions[-1]  # with a graph break, the last region holds the last blocks
     checked = 0
     for index, site in enumerate(region.analysis.sites):
@@ -31,18 +30,22 @@ def test_fresh_tokens_equal_eager_recompute(case, cfg, score):
         if not selects:
             continue
         idx = recorder.values[selects[0].name]
-        scatter = recorder.nodes("scatter", index)[0]
-        fresh = recorder.values[scatter.args[2].name]
-        # a mixed site reads its token-mixing rows from the interior cache: so does the recompute
+        fresh = recorder.values[recorder.nodes("scatter", index)[0].args[2].name]
         interior = {node: recorder.values[f"toca_interior_{index}_{j}"] for j, node in enumerate(site.interior)}
-        full = recompute_branch(site, recorder.values, interior)
-        expected = gather_tokens(full, idx, site.flow.dims[site.output])
+        expected = gather_tokens(recompute_branch(site, recorder.values, interior), idx, site.flow.dims[site.output])
         assert torch.allclose(fresh, expected, atol=1e-5, rtol=1e-5), site.name
         checked += 1
-    partial_sites = [
-        s for s, k in zip(region.analysis.sites, region.plan(1).fresh) if s.policy == "partial" and 0 < k < s.num_tokens
-    ]
-    assert checked == len(partial_sites)
+    plan = region.plan(1).fresh
+    partial = [s for s, k in zip(region.analysis.sites, plan) if s.policy == "partial" and 0 < k < s.num_tokens]
+    assert checked == len(partial)
+    return checked
+
+
+@given(case=cases(), cfg=st.booleans(), score=st.sampled_from(["attention", "cross_entropy", "random"]))
+def test_fresh_tokens_equal_eager_recompute(case, cfg, score):
+    toca, recorder = partial_step(case, cfg_shared=cfg, score=score)
+    assert toca.stats["partial_steps"] >= 1
+    assert_fresh_tokens_exact(toca, recorder)
 
 
 @given(case=cases(), cfg=st.booleans())
@@ -75,3 +78,16 @@ def test_full_variant_equals_original_graph(case):
     for ours, theirs in zip(outputs, original):
         assert torch.equal(ours, theirs)
     assert len(outputs) == len(original) + len(variant.outputs)
+
+
+def test_flux_single_stream_blocks_are_mixed_and_exact():
+    """FLUX single-stream blocks: attention rows (with RoPE) from the cache, MLP and merge on fresh tokens."""
+    case = flux_case()
+    reference = sample(case, case.model, 4)
+    toca, model = compile_toca(case, compiler="eager", num_steps=4, **RECOMPUTE_ALL)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(sample(case, model, 4), reference))
+    single = [s for s in toca.sites if s.block.startswith("single_transformer_blocks")]
+    assert [(s.kind, s.policy) for s in single] == [("mixed", "partial")] * 2
+
+    toca, recorder = partial_step(case, cfg_shared=False)
+    assert assert_fresh_tokens_exact(toca, recorder) > 0

@@ -130,8 +130,12 @@ def _classify(site: Site) -> None:
 
 
 def _prove(site: Site) -> None:
-    if site.policy == "partial":
-        prove_at_token_count(site, max(1, site.num_tokens // 2 - 1))
+    if site.policy != "partial":
+        return
+    for node in site.fresh_nodes():
+        if node in site.flow.token_indexed:
+            raise Unprovable(site.flow.token_indexed[node])
+    prove_at_token_count(site, max(1, site.num_tokens // 2 - 1))
 
 
 def _check_contained(site: Site, tail: set[fx.Node]) -> None:

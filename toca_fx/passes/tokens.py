@@ -37,6 +37,9 @@ class TokenFlow:
     dims: dict[fx.Node, int]
     mixing: frozenset[fx.Node]
     token_args: dict[fx.Node, tuple[int, ...]]  # node -> positions in its shape arguments that hold N
+    # Nodes that read a side input laid out by token (a RoPE table, a positional embedding): they
+    # cannot run on fresh tokens alone, which only matters if a partial step needs them.
+    token_indexed: dict[fx.Node, str]
 
 
 _POINTWISE_FUNCTIONS = {
@@ -214,6 +217,7 @@ class _Tracer:
         self.dims: dict[fx.Node, int] = {source: source_dim}
         self.mixing: set[fx.Node] = set()
         self.token_args: dict[fx.Node, tuple[int, ...]] = {}
+        self.token_indexed: dict[fx.Node, str] = {}
         self.num_tokens = _shape(source)[source_dim]
 
     def stream_inputs(self, node):
@@ -278,7 +282,7 @@ class _Tracer:
             shape = _shape(a)
             at = dim - (len(out_shape) - len(shape))
             if at >= 0 and shape[at] != 1:
-                raise Unprovable(f"{op_name(node)} reads a side input {a.name} indexed by token")
+                self.token_indexed[node] = f"{op_name(node)} reads a side input {a.name} indexed by token"
         return dim
 
     def channel_op(self, node, x, trailing: int) -> int:
@@ -321,7 +325,7 @@ class _Tracer:
         if node.target is torch.cat and dim == token:
             raise Unprovable("cat along the token axis joins other tokens to the stream")
         if any(_shape(t)[token] != 1 for t in tensors if t not in self.dims) and node.target is torch.cat:
-            raise Unprovable("cat with a side input indexed by token")
+            self.token_indexed[node] = "cat with a side input indexed by token"
         return token + (node.target is torch.stack and dim <= token)
 
     def transpose(self, node, x) -> int:
@@ -394,7 +398,7 @@ def trace_tokens(nodes: list[fx.Node], source: fx.Node, source_dim: int = 1) -> 
     tracer = _Tracer(source, source_dim)
     for node in nodes:
         tracer.visit(node)
-    return TokenFlow(dict(tracer.dims), frozenset(tracer.mixing), dict(tracer.token_args))
+    return TokenFlow(dict(tracer.dims), frozenset(tracer.mixing), dict(tracer.token_args), dict(tracer.token_indexed))
 
 
 def set_token_count(node: fx.Node, positions: tuple[int, ...], tokens: int) -> None:
