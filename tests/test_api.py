@@ -168,3 +168,21 @@ def test_cache_dtype_halves_cache_bytes_and_stays_close():
     assert held[torch.bfloat16] * 2 == held[None]
     error = max(((a - b).norm() / b.norm()).item() for a, b in zip(runs[torch.bfloat16], runs[None]))
     assert 0 < error < 2e-2
+
+
+def test_a_variant_that_fails_to_compile_leaves_the_model_exact(caplog):
+    case = pixart_case()
+    reference = sample(case, case.model, 6)
+
+    def compiler(gm, example_inputs):
+        if any(n.op == "placeholder" and n.name.startswith("toca_") for n in gm.graph.nodes):
+            raise RuntimeError("simulated compiler failure")
+        return gm.forward
+
+    with caplog.at_level("WARNING", logger="toca_fx"):
+        toca, model = compile_toca(case, "pixart-alpha", inner_compiler=compiler, num_steps=6)
+        outputs = sample(case, model, 6)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(outputs, reference))
+    assert toca.stats["partial_steps"] == 0 and toca.regions[0].failure
+    assert sum("simulated compiler failure" in r.getMessage() for r in caplog.records) == 1
+    assert "region 0 runs uncached: PARTIAL" in toca.report()

@@ -36,4 +36,5 @@ def site_table(regions, num_steps: int | None) -> str:
             )
     headers = ["region", "block", "kind", "policy", "fresh ratio", "cache bytes/slot", "note"]
     held = sum(sum(region.cache_bytes().values()) for region in regions)
-    return tabulate(rows, headers=headers, tablefmt="github") + f"\ncache held now: {held} bytes"
+    failures = [f"\nregion {r} runs uncached: {region.failure}" for r, region in enumerate(regions) if region.failure]
+    return tabulate(rows, headers=headers, tablefmt="github") + f"\ncache held now: {held} bytes" + "".join(failures)

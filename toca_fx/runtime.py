@@ -91,6 +91,7 @@ class Region:
         self.calls_in_step: Counter = Counter()
         self.own_step: tuple[int | None, int] = (None, -1)  # (generation, step) counted from own calls
         self.runs = Counter()  # steps run, by variant type (counted on the first call slot)
+        self.failure: str | None = None  # why this region fell back to running uncached
 
     # -- schedule -------------------------------------------------------------------------
     def schedule(self, num_steps: int) -> tuple[StepPlan, ...]:
@@ -119,7 +120,7 @@ class Region:
     def plan(self, step: int) -> StepPlan | None:
         """The step's plan, or None (run FULL) when the number of steps is not known yet."""
         horizon = self.clock.horizon
-        if not self.analysis.cacheable or horizon is None or step >= horizon:
+        if not self.analysis.cacheable or self.failure or horizon is None or step >= horizon:
             return None
         return self.schedule(horizon)[step]
 
@@ -154,13 +155,13 @@ class Region:
         if state is None or state.generation != self.clock.generation:
             state = self.states[slot] = SlotState(self.clock.generation)
         plan = self.plan(step)
-        if plan is None or plan.full or not state.ready:
-            variant, fn = self._variant("full", args, state)
-            self.runs["full"] += slot == 0
+        partial = plan is not None and not plan.full and state.ready
+        variant, fn = self._variant(plan.fresh if partial else "full", args, state)
+        partial = partial and self.failure is None
+        self.runs["partial" if partial else "full"] += slot == 0
+        if not partial:
             state.tensors.clear()
-        else:
-            variant, fn = self._variant(plan.fresh, args, state)
-            self.runs["partial"] += slot == 0
+        else:  # a site that recomputes all its tokens starts its staleness count afresh
             for index, k in enumerate(plan.fresh):
                 if k >= self.specs[index].num_tokens:
                     state.tensors.pop(("counter", index), None)
@@ -179,18 +180,27 @@ class Region:
 
     def _variant(self, key, args, state: SlotState) -> tuple[Variant, Callable]:
         if key not in self.variants:
-            variant = (
-                build_full(self.gm, self.analysis, self.config)
-                if key == "full"
-                else build_partial(self.gm, self.analysis, self.config, key)
-            )
-            example = [*args, *(self._input(state, k) for k in variant.inputs)]
-            log.info(
-                "toca_fx: compiling %s variant (%d state inputs)",
-                "FULL" if key == "full" else f"PARTIAL k={key}",
-                len(variant.inputs),
-            )
-            self.variants[key] = (variant, self.compiler(variant.module, example))
+            name = "FULL" if key == "full" else f"PARTIAL k={key}"
+            try:
+                variant = (
+                    build_full(self.gm, self.analysis, self.config)
+                    if key == "full"
+                    else build_partial(self.gm, self.analysis, self.config, key)
+                )
+                example = [*args, *(self._input(state, k) for k in variant.inputs)]
+                log.info("toca_fx: compiling %s variant (%d state inputs)", name, len(variant.inputs))
+                self.variants[key] = (variant, self.compiler(variant.module, example))
+            except Exception as exc:  # never break the model: run it uncached from now on
+                if self.failure is not None:
+                    raise
+                log.warning(
+                    "toca_fx: %s variant failed (%s: %s): this region now runs uncached", name, type(exc).__name__, exc
+                )
+                self.failure = f"{name} variant failed: {exc}"
+                self.states.clear()
+                plain = Variant(self.gm, [], [], len(self.gm.graph.output_node().args[0]))
+                self.variants = {"full": (plain, self.compiler(self.gm, list(args)))}
+                return self.variants["full"]
         return self.variants[key]
 
     def cache_bytes(self) -> dict[int, int]:
