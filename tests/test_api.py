@@ -170,14 +170,21 @@ def test_cache_dtype_halves_cache_bytes_and_stays_close():
     assert 0 < error < 2e-2
 
 
-def test_a_variant_that_fails_to_compile_leaves_the_model_exact(caplog):
+@pytest.mark.parametrize("when", ["compile", "run"])
+def test_a_variant_that_fails_leaves_the_model_exact(caplog, when):
     case = pixart_case()
     reference = sample(case, case.model, 6)
 
     def compiler(gm, example_inputs):
-        if any(n.op == "placeholder" and n.name.startswith("toca_") for n in gm.graph.nodes):
+        if not any(n.op == "placeholder" and n.name.startswith("toca_") for n in gm.graph.nodes):
+            return gm.forward
+        if when == "compile":
             raise RuntimeError("simulated compiler failure")
-        return gm.forward
+
+        def broken(*args):
+            raise RuntimeError("simulated compiler failure")
+
+        return broken
 
     with caplog.at_level("WARNING", logger="toca_fx"):
         toca, model = compile_toca(case, "pixart-alpha", inner_compiler=compiler, num_steps=6)

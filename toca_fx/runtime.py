@@ -156,20 +156,25 @@ class Region:
             state = self.states[slot] = SlotState(self.clock.generation)
         plan = self.plan(step)
         partial = plan is not None and not plan.full and state.ready
-        variant, fn = self._variant(plan.fresh if partial else "full", args, state)
+        key = plan.fresh if partial else "full"
+        try:
+            variant, fn = self._variant(key, args, state)
+            outputs = fn(*args, *(self._input(state, k) for k in variant.inputs))
+        except Exception as exc:  # never break the model: run this region uncached from now on
+            if self.failure is not None:
+                raise
+            variant, outputs = self._fail(key, exc, args), self.variants["full"][1](*args)
         partial = partial and self.failure is None
         self.runs["partial" if partial else "full"] += slot == 0
         if not partial:
             state.tensors.clear()
-        else:  # a site that recomputes all its tokens starts its staleness count afresh
+        else:  # a site that recomputed all its tokens starts its staleness count afresh
             for index, k in enumerate(plan.fresh):
                 if k >= self.specs[index].num_tokens:
                     state.tensors.pop(("counter", index), None)
-        outputs = fn(*args, *(self._input(state, key) for key in variant.inputs))
-        model_outputs = outputs[: variant.num_model_outputs]
         state.tensors.update(zip(variant.outputs, outputs[variant.num_model_outputs :]))
         state.ready = True
-        return model_outputs
+        return outputs[: variant.num_model_outputs]
 
     def _input(self, state: SlotState, key: StateKey) -> torch.Tensor:
         value = state.tensors.get(key)
@@ -180,28 +185,25 @@ class Region:
 
     def _variant(self, key, args, state: SlotState) -> tuple[Variant, Callable]:
         if key not in self.variants:
-            name = "FULL" if key == "full" else f"PARTIAL k={key}"
-            try:
-                variant = (
-                    build_full(self.gm, self.analysis, self.config)
-                    if key == "full"
-                    else build_partial(self.gm, self.analysis, self.config, key)
-                )
-                example = [*args, *(self._input(state, k) for k in variant.inputs)]
-                log.info("toca_fx: compiling %s variant (%d state inputs)", name, len(variant.inputs))
-                self.variants[key] = (variant, self.compiler(variant.module, example))
-            except Exception as exc:  # never break the model: run it uncached from now on
-                if self.failure is not None:
-                    raise
-                log.warning(
-                    "toca_fx: %s variant failed (%s: %s): this region now runs uncached", name, type(exc).__name__, exc
-                )
-                self.failure = f"{name} variant failed: {exc}"
-                self.states.clear()
-                plain = Variant(self.gm, [], [], len(self.gm.graph.output_node().args[0]))
-                self.variants = {"full": (plain, self.compiler(self.gm, list(args)))}
-                return self.variants["full"]
+            if key == "full":
+                variant = build_full(self.gm, self.analysis, self.config)
+            else:
+                variant = build_partial(self.gm, self.analysis, self.config, key)
+            example = [*args, *(self._input(state, k) for k in variant.inputs)]
+            log.info("toca_fx: compiling %s variant (%d state inputs)", _name(key), len(variant.inputs))
+            self.variants[key] = (variant, self.compiler(variant.module, example))
         return self.variants[key]
+
+    def _fail(self, key, exc: Exception, args) -> Variant:
+        """Replace every variant by the original graph: exact, uncached, and said once."""
+        log.warning(
+            "toca_fx: %s variant failed (%s: %s): this region now runs uncached", _name(key), type(exc).__name__, exc
+        )
+        self.failure = f"{_name(key)} variant failed: {exc}"
+        self.states.clear()
+        plain = Variant(self.gm, [], [], len(self.gm.graph.output_node().args[0]))
+        self.variants = {"full": (plain, self.compiler(self.gm, list(args)))}
+        return plain
 
     def cache_bytes(self) -> dict[int, int]:
         """Bytes of cache held per site, summed over slots."""
@@ -215,3 +217,7 @@ class Region:
     def reset(self) -> None:
         self.states.clear()
         self.calls_in_step.clear()
+
+
+def _name(key) -> str:
+    return "FULL" if key == "full" else f"PARTIAL k={key}"
