@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 
-import torch
 import torch.fx as fx
 from torch.fx.node import map_arg
 
@@ -61,10 +60,6 @@ def module_path(node: fx.Node) -> str:
     raw = re.sub(r"^L\['self'\]", "", raw)
     path = _MODULE_PARTS.sub(lambda m: "." + (m.group(1) or m.group(2)), raw)
     return re.sub(r"@\d+$", "", path).strip(".")
-
-
-def is_tensor_node(node) -> bool:
-    return isinstance(example_value(node), torch.Tensor)
 
 
 class ValueRecorder(fx.Interpreter):
