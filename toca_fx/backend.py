@@ -27,17 +27,30 @@ log = logging.getLogger("toca_fx")
 
 
 def lower(compiler: str) -> Callable[[fx.GraphModule, list], Callable]:
-    """The inner compiler that turns each variant into code."""
+    """The inner compiler that turns each variant into code.
+
+    A compiler marked ``symbolic_ints`` takes the token counts k of a PARTIAL variant as int
+    inputs, so one compiled variant serves every step's k (see :class:`GuardedCode`).
+    """
     if compiler == "eager":
-        return lambda gm, example_inputs: gm.forward
+        return _eager
     if compiler == "aot_eager":
         return torch._dynamo.lookup_backend("aot_eager")
     return _inductor
 
 
+def _eager(gm: fx.GraphModule, example_inputs: list) -> Callable:
+    return gm.forward
+
+
 def _inductor(gm: fx.GraphModule, example_inputs: list) -> Callable:
-    """Inductor's ``compile_fx``. Variants are compiled at run time, outside Dynamo: give them a
-    tracing context with a shape env as Dynamo would, or Inductor bypasses its FX graph cache."""
+    """Inductor's ``compile_fx`` on static tensor shapes, with int inputs (token counts) symbolic.
+
+    Variants are compiled at run time, outside Dynamo: give them a tracing context with a shape
+    env as Dynamo would (else Inductor bypasses its FX graph cache), and fakify the inputs
+    ourselves, or aot_autograd would make every tensor dimension dynamic.
+    """
+    from torch._dynamo.source import ConstantSource
     from torch._guards import TracingContext, tracing
     from torch._inductor.compile_fx import compile_fx
     from torch._subclasses import FakeTensorMode
@@ -45,8 +58,44 @@ def _inductor(gm: fx.GraphModule, example_inputs: list) -> Callable:
 
     if TracingContext.try_get() is not None:  # called from Dynamo itself (an uncached fallback)
         return compile_fx(gm, example_inputs)
-    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
-        return compile_fx(gm, example_inputs)
+    shape_env = ShapeEnv(duck_shape=False)  # two token counts equal now may differ later
+    fake_mode = FakeTensorMode(shape_env=shape_env)
+
+    def fakify(index: int, value):
+        if isinstance(value, torch.Tensor):
+            return fake_mode.from_tensor(value, static_shapes=True)
+        if isinstance(value, int) and not isinstance(value, bool):
+            source = ConstantSource(f"toca_int_{index}")
+            return shape_env.create_symintnode(shape_env.create_symbol(value, source), hint=value, source=source)
+        return value
+
+    fakes = [fakify(i, v) for i, v in enumerate(example_inputs)]
+    with tracing(TracingContext(fake_mode)):
+        code = compile_fx(gm, fakes)
+    return GuardedCode(code, shape_env, fakes)
+
+
+class GuardedCode:
+    """Compiled code with the conditions on its int inputs under which it is valid.
+
+    Inductor may specialise on a symbolic int while compiling (k == 1, k <= N, ...). The runtime
+    calls :meth:`accepts` once per new set of ints and compiles anew where the guards fail.
+    """
+
+    def __init__(self, code: Callable, shape_env, fakes: list):
+        self.code = code
+        self.guards = shape_env.produce_guards_expression(fakes)
+        self.shape_env = shape_env
+
+    def accepts(self, args) -> bool:
+        return self.guards is None or bool(self.shape_env.evaluate_guards_expression(self.guards, list(args)))
+
+    def __call__(self, *args):
+        return self.code(*args)
+
+
+_eager.symbolic_ints = True
+_inductor.symbolic_ints = True
 
 
 def _has_symbolic_shapes(gm: fx.GraphModule, example_inputs) -> bool:
