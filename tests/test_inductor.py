@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from harness import compile_toca, pixart_case, sample
 from toca_fx.passes.rewrite import site_modes
+
+from harness import compile_toca, pixart_case, sample
 
 pytestmark = pytest.mark.inductor
 

@@ -35,7 +35,7 @@ def lower(compiler: str) -> Callable[[fx.GraphModule, list], Callable]:
     if compiler == "eager":
         return _eager
     if compiler == "aot_eager":
-        return torch._dynamo.lookup_backend("aot_eager")
+        return _aot_eager
     return _inductor
 
 
@@ -44,7 +44,17 @@ def _eager(gm: fx.GraphModule, example_inputs: list) -> Callable:
 
 
 def _inductor(gm: fx.GraphModule, example_inputs: list) -> Callable:
-    """Inductor's ``compile_fx`` on static tensor shapes, with int inputs (token counts) symbolic.
+    from torch._inductor.compile_fx import compile_fx
+
+    return _compile_outside_dynamo(compile_fx, gm, example_inputs)
+
+
+def _aot_eager(gm: fx.GraphModule, example_inputs: list) -> Callable:
+    return _compile_outside_dynamo(torch._dynamo.lookup_backend("aot_eager"), gm, example_inputs)
+
+
+def _compile_outside_dynamo(backend: Callable, gm: fx.GraphModule, example_inputs: list) -> Callable:
+    """``backend`` on static tensor shapes, with int inputs (token counts) symbolic.
 
     Variants are compiled at run time, outside Dynamo: give them a tracing context with a shape
     env as Dynamo would (else Inductor bypasses its FX graph cache), and fakify the inputs
@@ -52,12 +62,11 @@ def _inductor(gm: fx.GraphModule, example_inputs: list) -> Callable:
     """
     from torch._dynamo.source import ConstantSource
     from torch._guards import TracingContext, tracing
-    from torch._inductor.compile_fx import compile_fx
     from torch._subclasses import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
     if TracingContext.try_get() is not None:  # called from Dynamo itself (an uncached fallback)
-        return compile_fx(gm, example_inputs)
+        return backend(gm, example_inputs)
     shape_env = ShapeEnv(duck_shape=False)  # two token counts equal now may differ later
     fake_mode = FakeTensorMode(shape_env=shape_env)
 
@@ -71,7 +80,7 @@ def _inductor(gm: fx.GraphModule, example_inputs: list) -> Callable:
 
     fakes = [fakify(i, v) for i, v in enumerate(example_inputs)]
     with tracing(TracingContext(fake_mode)):
-        code = compile_fx(gm, fakes)
+        code = backend(gm, fakes)
     return GuardedCode(code, shape_env, fakes)
 
 
@@ -94,8 +103,8 @@ class GuardedCode:
         return self.code(*args)
 
 
-_eager.symbolic_ints = True
-_inductor.symbolic_ints = True
+for _compiler in (_eager, _inductor, _aot_eager):
+    _compiler.symbolic_ints = True
 
 
 def _has_symbolic_shapes(gm: fx.GraphModule, example_inputs) -> bool:
