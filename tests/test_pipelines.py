@@ -1,0 +1,77 @@
+"""toca_fx.enable on real diffusers pipelines built from tiny components: DiT (class-conditional,
+CFG batched), PixArt-α (cross-attention, CFG batched) and FLUX (flow matching, true CFG: two
+transformer calls per step)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from tiny_pipelines import run, tiny_dit_pipeline, tiny_flux_pipeline, tiny_pixart_pipeline
+
+import toca_fx
+
+from harness import RECOMPUTE_ALL
+
+BUILDERS = {
+    "dit": lambda: tiny_dit_pipeline(modulation_scale=0.1),
+    "pixart": tiny_pixart_pipeline,
+    "flux": tiny_flux_pipeline,
+}
+PRESETS = {"dit": "dit", "pixart": "pixart-alpha", "flux": "flux"}
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+
+
+def build(name):
+    pipe = BUILDERS[name]()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_every_step_full_equals_uncached_and_disable_restores(name):
+    pipe = build(name)
+    reference = run(pipe, 4)
+    toca = toca_fx.enable(pipe, interval=1, compiler="eager")
+    assert torch.allclose(run(pipe, 4), reference, atol=1e-5, rtol=1e-4)
+    assert toca.stats["full_steps"] == 4 and toca.stats["regions"] == 1
+    toca_fx.disable(pipe)
+    assert type(pipe) is type(build(name)) and torch.equal(run(pipe, 4), reference)
+    assert toca.stats["full_steps"] == 4  # the backend no longer runs
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_partial_steps_recomputing_every_token_equal_uncached(name):
+    pipe = build(name)
+    reference = run(pipe, 5)
+    toca = toca_fx.enable(pipe, interval=3, compiler="eager", **RECOMPUTE_ALL)
+    assert torch.allclose(run(pipe, 5), reference, atol=1e-5, rtol=1e-4)
+    assert toca.stats["partial_steps"] >= 2
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_partial_run_close_repeatable_and_follows_step_count(name, caplog):
+    pipe = build(name)
+    reference, other_noise = run(pipe, 6), run(pipe, 6, seed=1)
+    with caplog.at_level(logging.INFO, logger="toca_fx"):
+        toca = toca_fx.enable(pipe, compiler="eager")
+        first = run(pipe, 6)
+    expected = PRESETS[name] if PRESETS[name] in toca_fx.PRESETS else "pixart-alpha"
+    assert toca.preset[0] == expected
+    assert f"preset {expected!r} chosen" in caplog.text
+    assert toca.stats["partial_steps"] >= 2 and toca.clock.horizon == 6
+    # Close: much nearer the uncached result than a generation from other noise is.
+    assert torch.isfinite(first).all()
+    assert (first - reference).norm() < 0.5 * (other_noise - reference).norm()
+    assert torch.equal(run(pipe, 6), first)  # the same pipeline again
+    fewer = run(pipe, 4)  # fewer steps on the same pipeline: as a fresh one does them
+    assert toca.clock.horizon == 4
+    fresh = build(name)
+    toca_fx.enable(fresh, compiler="eager")
+    assert torch.equal(run(fresh, 4), fewer)
+    assert torch.equal(run(pipe, 6), first)

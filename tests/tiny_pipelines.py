@@ -1,0 +1,151 @@
+"""Tiny diffusers pipelines built offline: random-weight transformer and VAE from configs, a real
+scheduler, and prompt embeddings in place of a text encoder. Used by the pipeline and CLI tests."""
+
+from __future__ import annotations
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DiTPipeline,
+    DiTTransformer2DModel,
+    DPMSolverMultistepScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    PixArtAlphaPipeline,
+    PixArtTransformer2DModel,
+)
+
+CAPTION_CHANNELS = 12
+TEXT_TOKENS = 5
+
+
+def tiny_vae(latent_channels: int = 4) -> AutoencoderKL:
+    """One-level VAE (scale factor 1): the latents are the image size."""
+    torch.manual_seed(1)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8,),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+        sample_size=8,
+        shift_factor=0.0,
+    ).eval()
+
+
+def tiny_dit_pipeline(layers: int = 2, modulation_scale: float = 1.0) -> DiTPipeline:
+    """``modulation_scale`` scales the adaLN modulation weights: DiT initialises them to zero and a
+    trained DiT keeps them small, so its output changes smoothly over steps; random ones do not."""
+    torch.manual_seed(0)
+    transformer = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=layers,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=1000,  # DiTPipeline's null class label is 1000
+    ).eval()
+    with torch.no_grad():
+        for block in transformer.transformer_blocks:
+            block.norm1.linear.weight.mul_(modulation_scale)
+    return DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=DDIMScheduler())
+
+
+def tiny_pixart_pipeline(layers: int = 2) -> PixArtAlphaPipeline:
+    torch.manual_seed(0)
+    transformer = PixArtTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=layers,
+        cross_attention_dim=16,
+        sample_size=8,
+        patch_size=2,
+        caption_channels=CAPTION_CHANNELS,
+        norm_type="ada_norm_single",
+        use_additional_conditions=False,
+    ).eval()
+    return PixArtAlphaPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        vae=tiny_vae(),
+        transformer=transformer,
+        scheduler=DPMSolverMultistepScheduler(),
+    )
+
+
+def tiny_flux_pipeline(double: int = 1, single: int = 2) -> FluxPipeline:
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,  # 4 latent channels packed 2x2
+        num_layers=double,
+        num_single_layers=single,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
+    ).eval()
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=tiny_vae(),
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        transformer=transformer,
+    )
+
+
+def prompt_inputs(pipe) -> dict:
+    """Keyword arguments that stand in for a prompt (and a negative prompt) without a text encoder."""
+    generator = torch.Generator().manual_seed(100)
+    if isinstance(pipe, DiTPipeline):
+        return {"class_labels": [1, 7]}
+    if isinstance(pipe, PixArtAlphaPipeline):
+        embeds = torch.randn(1, TEXT_TOKENS, CAPTION_CHANNELS, generator=generator)
+        mask = torch.ones(1, TEXT_TOKENS)
+        mask[:, -1] = 0
+        return {
+            "prompt_embeds": embeds,
+            "prompt_attention_mask": mask,
+            "negative_prompt": None,
+            "negative_prompt_embeds": torch.zeros_like(embeds),
+            "negative_prompt_attention_mask": mask,
+            "use_resolution_binning": False,
+            "height": 8,
+            "width": 8,
+        }
+    embeds = torch.randn(1, TEXT_TOKENS, 32, generator=generator)
+    pooled = torch.randn(1, 32, generator=generator)
+    return {
+        "prompt_embeds": embeds,
+        "pooled_prompt_embeds": pooled,
+        "negative_prompt_embeds": torch.zeros_like(embeds),
+        "negative_pooled_prompt_embeds": torch.zeros_like(pooled),
+        "true_cfg_scale": 2.0,  # two transformer calls per step
+        "height": 8,
+        "width": 8,
+    }
+
+
+def run(pipe, steps: int, seed: int = 0) -> torch.Tensor:
+    """The final latents of one generation from fixed noise. The global RNG is seeded too: the
+    "random" token selector draws from it."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    latents = []
+    decode = pipe.vae.decode  # DiTPipeline always decodes: take the latents it decodes
+    pipe.vae.decode = lambda z, *args, **kwargs: latents.append(z.clone()) or decode(z, *args, **kwargs)
+    try:
+        out = pipe(**prompt_inputs(pipe), num_inference_steps=steps, generator=generator, output_type="latent")
+    finally:
+        del pipe.vae.decode
+    return latents[0] if latents else out[0]
