@@ -19,15 +19,57 @@ from diffusers import (
 
 CAPTION_CHANNELS = 12
 TEXT_TOKENS = 5
+WORDS = ("a", "photo", "of", "cat", "dog", "red", "panda")
+CLASSES = {207: "golden retriever", 387: "red panda"}  # the tiny DiT's ImageNet labels
 
 
-def tiny_vae(latent_channels: int = 4) -> AutoencoderKL:
-    """One-level VAE (scale factor 1): the latents are the image size."""
+def tiny_tokenizer(max_length: int):
+    """A word-level tokenizer over a few words (pad 0, end 1, unknown 2)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=max_length
+    )
+
+
+def tiny_t5(width: int):
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(2)
+    config = T5Config(vocab_size=len(WORDS) + 3, d_model=width, d_kv=4, d_ff=16, num_layers=1, num_heads=2)
+    return T5EncoderModel(config).eval()
+
+
+def tiny_clip(width: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(3)
+    config = CLIPTextConfig(
+        vocab_size=len(WORDS) + 3,
+        hidden_size=width,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=77,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return CLIPTextModel(config).eval()
+
+
+def tiny_vae(latent_channels: int = 4, levels: int = 1) -> AutoencoderKL:
+    """A VAE with scale factor 2 ** (levels - 1): by default the latents are the image size."""
     torch.manual_seed(1)
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        block_out_channels=(8,),
+        block_out_channels=(8,) * levels,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
         layers_per_block=1,
         latent_channels=latent_channels,
         norm_num_groups=4,
@@ -36,7 +78,7 @@ def tiny_vae(latent_channels: int = 4) -> AutoencoderKL:
     ).eval()
 
 
-def tiny_dit_pipeline(layers: int = 2, modulation_scale: float = 1.0) -> DiTPipeline:
+def tiny_dit_pipeline(layers: int = 2, modulation_scale: float = 1.0, labels: bool = False) -> DiTPipeline:
     """``modulation_scale`` scales the adaLN modulation weights: DiT initialises them to zero and a
     trained DiT keeps them small, so its output changes smoothly over steps; random ones do not."""
     torch.manual_seed(0)
@@ -53,10 +95,13 @@ def tiny_dit_pipeline(layers: int = 2, modulation_scale: float = 1.0) -> DiTPipe
     with torch.no_grad():
         for block in transformer.transformer_blocks:
             block.norm1.linear.weight.mul_(modulation_scale)
-    return DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=DDIMScheduler())
+    id2label = CLASSES if labels else None
+    return DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=DDIMScheduler(), id2label=id2label)
 
 
-def tiny_pixart_pipeline(layers: int = 2) -> PixArtAlphaPipeline:
+def tiny_pixart_pipeline(layers: int = 2, text_encoder: bool = False) -> PixArtAlphaPipeline:
+    """With ``text_encoder``: a tiny T5 and tokenizer, and PixArt-α's 256-pixel resolution binning
+    (sample size 32, VAE scale factor 8), so the pipeline runs from a prompt with its defaults."""
     torch.manual_seed(0)
     transformer = PixArtTransformer2DModel(
         num_attention_heads=2,
@@ -65,22 +110,22 @@ def tiny_pixart_pipeline(layers: int = 2) -> PixArtAlphaPipeline:
         out_channels=8,
         num_layers=layers,
         cross_attention_dim=16,
-        sample_size=8,
+        sample_size=32 if text_encoder else 8,
         patch_size=2,
         caption_channels=CAPTION_CHANNELS,
         norm_type="ada_norm_single",
         use_additional_conditions=False,
     ).eval()
     return PixArtAlphaPipeline(
-        tokenizer=None,
-        text_encoder=None,
-        vae=tiny_vae(),
+        tokenizer=tiny_tokenizer(TEXT_TOKENS) if text_encoder else None,
+        text_encoder=tiny_t5(CAPTION_CHANNELS) if text_encoder else None,
+        vae=tiny_vae(levels=4 if text_encoder else 1),
         transformer=transformer,
         scheduler=DPMSolverMultistepScheduler(),
     )
 
 
-def tiny_flux_pipeline(double: int = 1, single: int = 2) -> FluxPipeline:
+def tiny_flux_pipeline(double: int = 1, single: int = 2, text_encoder: bool = False) -> FluxPipeline:
     torch.manual_seed(0)
     transformer = FluxTransformer2DModel(
         patch_size=1,
@@ -96,12 +141,25 @@ def tiny_flux_pipeline(double: int = 1, single: int = 2) -> FluxPipeline:
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=tiny_vae(),
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
+        text_encoder=tiny_clip(32) if text_encoder else None,
+        tokenizer=tiny_tokenizer(77) if text_encoder else None,
+        text_encoder_2=tiny_t5(32) if text_encoder else None,
+        tokenizer_2=tiny_tokenizer(TEXT_TOKENS) if text_encoder else None,
         transformer=transformer,
     )
+
+
+def save_with_labels(pipe: DiTPipeline, folder) -> None:
+    """``save_pretrained``, plus the ``id2label`` entry the hub's DiT model_index.json carries."""
+    import json
+    import os
+
+    pipe.save_pretrained(folder)
+    index = os.path.join(folder, "model_index.json")
+    with open(index) as f:
+        config = json.load(f)
+    with open(index, "w") as f:
+        json.dump({**config, "id2label": {str(k): v for k, v in CLASSES.items()}}, f)
 
 
 def prompt_inputs(pipe) -> dict:

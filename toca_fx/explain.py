@@ -64,3 +64,29 @@ def _uncached(toca: ToCa) -> list[str]:
     notes += [f"- region {r}: {region.analysis.grid_note}" for r, region in enumerate(toca.regions)]
     out = ["", "left uncached:", *(reasons or ["- nothing: every site is partial or reused between full steps"])]
     return out + ["", "notes:", *notes] if notes else out
+
+
+class _Captured(Exception):
+    def __init__(self, args, kwargs):
+        super().__init__("transformer inputs captured")
+        self.args, self.kwargs = args, kwargs
+
+
+def explain_pipeline(pipe, call_kwargs: dict, config: ToCaConfig | str | None = None) -> str:
+    """:func:`explain` for ``pipe.transformer``, on the inputs of the first transformer call of
+    ``pipe(**call_kwargs)``: the pipeline stops there, before its first denoising step."""
+
+    def capture(module, args, kwargs):
+        raise _Captured(args, kwargs)
+
+    hook = pipe.transformer.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        pipe(**call_kwargs)
+    except _Captured as captured:
+        inputs = captured
+    else:
+        raise RuntimeError(f"{type(pipe).__name__} finished without calling its transformer")
+    finally:
+        hook.remove()
+    steps = call_kwargs.get("num_inference_steps") or 20
+    return explain(pipe.transformer, *inputs.args, config=config, num_steps=steps, **inputs.kwargs)
