@@ -5,14 +5,16 @@ transformer calls per step)."""
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
 from tiny_pipelines import run, tiny_dit_pipeline, tiny_flux_pipeline, tiny_pixart_pipeline
 
 import toca_fx
+from toca_fx import explain
 
-from harness import RECOMPUTE_ALL
+from harness import RECOMPUTE_ALL, flux_case
 
 BUILDERS = {
     "dit": lambda: tiny_dit_pipeline(modulation_scale=0.1),
@@ -75,3 +77,29 @@ def test_partial_run_close_repeatable_and_follows_step_count(name, caplog):
     toca_fx.enable(fresh, compiler="eager")
     assert torch.equal(run(fresh, 4), fewer)
     assert torch.equal(run(pipe, 6), first)
+
+
+def test_explain_names_sites_and_why_parts_stay_uncached():
+    case = flux_case()
+    x = case.latents()
+    text = explain(
+        case.model,
+        hidden_states=x.flatten(2).transpose(1, 2),
+        encoder_hidden_states=torch.randn(1, 5, 32),
+        pooled_projections=torch.randn(1, 32),
+        timestep=torch.tensor([0.5]),
+        img_ids=torch.zeros(16, 3),
+        txt_ids=torch.zeros(5, 3),
+        config="fora",
+        num_steps=10,
+    )
+    assert "FluxTransformer2DModel: 1 cached graph(s); config as given" in text
+    for row in ("| single_transformer_blocks.1 | mixed", "| transformer_blocks.0 | mlp"):
+        assert row in re.sub(" +", " ", text)
+    reasons = [line for line in text.splitlines() if "computed in full at every step" in line]
+    assert len(reasons) == 2 and all("transformer_blocks.0:self_attention" in r for r in reasons)
+    assert "FLOPs-ideal speedup over 10 steps" in text and "| sites: partial" in text
+
+    plain = explain(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU()), torch.randn(2, 4, 8))
+    assert "0 cached graph(s)" in plain
+    assert "- a graph runs uncached: no residual branch over a token stream" in plain

@@ -35,8 +35,8 @@ def _pipeline_options(parser: argparse.ArgumentParser, prompt_required: bool) ->
     parser.add_argument(
         "--prompt",
         required=prompt_required,
-        default=None if prompt_required else "a photo of a cat",
-        help="the text prompt; for class-conditional pipelines (DiT) class names or ids separated by commas",
+        help="the text prompt; for class-conditional pipelines (DiT) class names or ids separated by commas"
+        + ("" if prompt_required else " (default: a placeholder prompt, or class 0)"),
     )
     parser.add_argument(
         "--preset",
@@ -150,9 +150,16 @@ def _bench(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":  # everything after "bench" belongs to the benchmark
+        args.args = [*extra, *args.args]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(format="%(message)s")
     logging.getLogger("toca_fx").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    if not args.verbose:  # loading chatter (missing accelerate, config type notes) hides our output
+        for library in ("diffusers", "transformers"):
+            logging.getLogger(library).setLevel(logging.ERROR)
     command = {"report": _report, "generate": _generate, "bench": _bench}[args.command]
     try:
         return command(args)

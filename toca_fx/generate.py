@@ -57,18 +57,19 @@ def load_pipeline(path_or_id: str, device: str | None = None, dtype: torch.dtype
     return pipe.to(device)
 
 
-def pipeline_inputs(pipe, prompt: str, steps: int | None = None, seed: int = 0, **options) -> dict:
+def pipeline_inputs(pipe, prompt: str | None, steps: int | None = None, seed: int = 0, **options) -> dict:
     """Keyword arguments for ``pipe(...)``: the prompt (or, for a class-conditional pipeline, class
-    names or ids separated by commas), the step count and the options the pipeline accepts."""
+    names or ids separated by commas; None: a placeholder prompt or class 0), the step count and the
+    options the pipeline accepts."""
     accepted = inspect.signature(type(pipe).__call__).parameters
     kwargs = {key: value for key, value in options.items() if value is not None}
     unknown = [key for key in kwargs if key not in accepted]
     if unknown:
         raise UsageError(f"{type(pipe).__name__} does not take --{unknown[0].replace('_', '-')}")
     if "prompt" in accepted:
-        kwargs["prompt"] = prompt
+        kwargs["prompt"] = "a photo" if prompt is None else prompt
     elif "class_labels" in accepted:
-        kwargs["class_labels"] = _class_labels(pipe, prompt)
+        kwargs["class_labels"] = [0] if prompt is None else _class_labels(pipe, prompt)
     if steps is not None:
         kwargs["num_inference_steps"] = steps
     device = getattr(pipe, "device", torch.device("cpu"))
@@ -77,15 +78,14 @@ def pipeline_inputs(pipe, prompt: str, steps: int | None = None, seed: int = 0, 
 
 
 def _class_labels(pipe, prompt: str) -> list[int]:
-    names = [name.strip() for name in prompt.split(",")]
-    if all(name.isdigit() for name in names):
-        return [int(name) for name in names]
     known = getattr(pipe, "labels", {}) or {}
-    missing = [name for name in names if name not in known]
-    if missing:
-        examples = ", ".join(sorted(known)[:5])
-        raise UsageError(f"unknown class {missing[0]!r}: give class ids or names such as {examples or '0, 1'}")
-    return [known[name] for name in names]
+    labels = []
+    for name in (name.strip() for name in prompt.split(",")):
+        if not name.isdigit() and name not in known:
+            examples = ", ".join(sorted(known)[:5])
+            raise UsageError(f"unknown class {name!r}: give class ids or names such as {examples or '0, 1'}")
+        labels.append(int(name) if name.isdigit() else known[name])
+    return labels
 
 
 def steps_of(pipe, inputs: dict) -> int | None:
