@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 import toca_fx
-from toca_fx.generate import compare, load_pipeline, pipeline_inputs
+from toca_fx.generate import compare_and_show, load_pipeline, pipeline_inputs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,9 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     inputs = pipeline_inputs(
         pipe, args.prompt, steps=args.steps, guidance_scale=args.guidance_scale, height=args.height, width=args.width
     )
-    result = compare(pipe, inputs, args.preset, compiler=args.compiler)
-    print(result.report, result.table(), sep="\n\n")
-    print("images:", ", ".join(result.save_images(args.out)))
+    compare_and_show(pipe, inputs, args.preset, args.out, compiler=args.compiler)
 
 
 if __name__ == "__main__":

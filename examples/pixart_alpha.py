@@ -14,7 +14,7 @@ import argparse
 
 from diffusers import DPMSolverMultistepScheduler
 
-from toca_fx.generate import compare, load_pipeline, pipeline_inputs
+from toca_fx.generate import compare_and_show, load_pipeline, pipeline_inputs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,9 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     pipe = load_pipeline(args.model)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)  # the paper's sampler
     inputs = pipeline_inputs(pipe, args.prompt, steps=args.steps, guidance_scale=4.5)
-    result = compare(pipe, inputs, "pixart-alpha", compiler=args.compiler)
-    print(result.report, result.table(), sep="\n\n")
-    print("images:", ", ".join(result.save_images(args.out)))
+    compare_and_show(pipe, inputs, "pixart-alpha", args.out, compiler=args.compiler)
 
 
 if __name__ == "__main__":

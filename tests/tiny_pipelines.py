@@ -8,16 +8,14 @@ from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
     DiTPipeline,
-    DiTTransformer2DModel,
     DPMSolverMultistepScheduler,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
-    FluxTransformer2DModel,
     PixArtAlphaPipeline,
-    PixArtTransformer2DModel,
 )
 
-CAPTION_CHANNELS = 12
+from models import CAPTION_CHANNELS, tiny_dit, tiny_flux, tiny_pixart
+
 TEXT_TOKENS = 5
 WORDS = ("a", "photo", "of", "cat", "dog", "red", "panda")
 CLASSES = {207: "golden retriever", 387: "red panda"}  # the tiny DiT's ImageNet labels
@@ -81,17 +79,7 @@ def tiny_vae(latent_channels: int = 4, levels: int = 1) -> AutoencoderKL:
 def tiny_dit_pipeline(layers: int = 2, modulation_scale: float = 1.0, labels: bool = False) -> DiTPipeline:
     """``modulation_scale`` scales the adaLN modulation weights: DiT initialises them to zero and a
     trained DiT keeps them small, so its output changes smoothly over steps; random ones do not."""
-    torch.manual_seed(0)
-    transformer = DiTTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=8,
-        num_layers=layers,
-        sample_size=8,
-        patch_size=2,
-        num_embeds_ada_norm=1000,  # DiTPipeline's null class label is 1000
-    ).eval()
+    transformer = tiny_dit(layers, classes=1000)  # DiTPipeline's null class label is 1000
     with torch.no_grad():
         for block in transformer.transformer_blocks:
             block.norm1.linear.weight.mul_(modulation_scale)
@@ -102,20 +90,7 @@ def tiny_dit_pipeline(layers: int = 2, modulation_scale: float = 1.0, labels: bo
 def tiny_pixart_pipeline(layers: int = 2, text_encoder: bool = False) -> PixArtAlphaPipeline:
     """With ``text_encoder``: a tiny T5 and tokenizer, and PixArt-α's 256-pixel resolution binning
     (sample size 32, VAE scale factor 8), so the pipeline runs from a prompt with its defaults."""
-    torch.manual_seed(0)
-    transformer = PixArtTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=8,
-        num_layers=layers,
-        cross_attention_dim=16,
-        sample_size=32 if text_encoder else 8,
-        patch_size=2,
-        caption_channels=CAPTION_CHANNELS,
-        norm_type="ada_norm_single",
-        use_additional_conditions=False,
-    ).eval()
+    transformer = tiny_pixart(layers, sample_size=32 if text_encoder else 8)
     return PixArtAlphaPipeline(
         tokenizer=tiny_tokenizer(TEXT_TOKENS) if text_encoder else None,
         text_encoder=tiny_t5(CAPTION_CHANNELS) if text_encoder else None,
@@ -126,18 +101,7 @@ def tiny_pixart_pipeline(layers: int = 2, text_encoder: bool = False) -> PixArtA
 
 
 def tiny_flux_pipeline(double: int = 1, single: int = 2, text_encoder: bool = False) -> FluxPipeline:
-    torch.manual_seed(0)
-    transformer = FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=16,  # 4 latent channels packed 2x2
-        num_layers=double,
-        num_single_layers=single,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=32,
-        pooled_projection_dim=32,
-        axes_dims_rope=[4, 4, 8],
-    ).eval()
+    transformer = tiny_flux(double, single, in_channels=16)  # 4 latent channels packed 2x2
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=tiny_vae(),

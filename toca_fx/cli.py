@@ -11,7 +11,7 @@ import torch
 
 from .config import PRESETS
 from .explain import explain_pipeline
-from .generate import UsageError, compare, first_line, load_pipeline, pipeline_inputs, steps_of
+from .generate import UsageError, compare_and_show, first_line, load_pipeline, pipeline_inputs, steps_of
 
 PRESET_CHOICES = ("auto", *PRESETS)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -128,12 +128,8 @@ def _report(args) -> int:
 
 def _generate(args) -> int:
     pipe, inputs = _load(args)
-    result = compare(pipe, inputs, _preset(args), warmup=not args.no_warmup, seed=args.seed, compiler=args.compiler)
-    written = result.save_images(args.out)
-    print(result.report)
-    print()
-    print(result.table())
-    print(f"images: {', '.join(written)}")
+    options = dict(warmup=not args.no_warmup, seed=args.seed, compiler=args.compiler)
+    compare_and_show(pipe, inputs, _preset(args), args.out, **options)
     return 0
 
 

@@ -172,3 +172,11 @@ def compare(pipe, inputs: dict, preset: str | None = None, warmup: bool = True, 
         ideal_speedup=uncached_flops / toca_flops if toca_flops else None,
         images={"uncached": uncached, "toca": cached},
     )
+
+
+def compare_and_show(pipe, inputs: dict, preset: str | None, out: str, **options) -> Comparison:
+    """:func:`compare`, then print the conversion report and the timings and save the images in ``out``."""
+    result = compare(pipe, inputs, preset, **options)
+    written = result.save_images(out)
+    print(result.report, result.table(), f"images: {', '.join(written)}", sep="\n\n")
+    return result
