@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
 from tiny_pipelines import run, tiny_dit_pipeline, tiny_flux_pipeline, tiny_pixart_pipeline
 
 import toca_fx
-from toca_fx import explain
+from toca_fx import auto_preset, explain
 
 from harness import RECOMPUTE_ALL, flux_case
 
@@ -103,3 +104,20 @@ def test_explain_names_sites_and_why_parts_stay_uncached():
     plain = explain(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU()), torch.randn(2, 4, 8))
     assert "0 cached graph(s)" in plain
     assert "- a graph runs uncached: no residual branch over a token stream" in plain
+
+
+def test_preset_rules_follow_structure_and_skip_missing_presets(monkeypatch):
+    def sites(*kinds_and_tokens):
+        return [SimpleNamespace(kind=kind, num_tokens=tokens) for kind, tokens in kinds_and_tokens]
+
+    image = sites(("self_attention", 64), ("cross_attention", 64), ("mlp", 64))
+    video = [*image, *sites(("self_attention", 4), ("mlp", 4))]  # a temporal stream of 4 frames
+    joint = sites(("self_attention", 64), ("mlp", 64), ("mlp", 5))  # image and text streams
+    parallel = sites(("mixed", 64))
+    plain = sites(("self_attention", 64), ("mlp", 64))
+    monkeypatch.setattr(auto_preset, "PRESETS", ("pixart-alpha", "dit", "flux", "opensora"))
+    chosen = [auto_preset.preset_for(s)[0] for s in (image, video, joint, parallel, plain, [])]
+    assert chosen == ["pixart-alpha", "opensora", "flux", "flux", "dit", "pixart-alpha"]
+    monkeypatch.setattr(auto_preset, "PRESETS", ("pixart-alpha", "dit"))
+    assert [auto_preset.preset_for(s)[0] for s in (video, joint)] == ["pixart-alpha", "pixart-alpha"]
+    assert "default preset" in auto_preset.preset_for(joint)[1]

@@ -57,6 +57,7 @@ def _pipeline_options(parser: argparse.ArgumentParser, prompt_required: bool) ->
     )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=tuple(DTYPES), help="weights dtype (default: float16 on cuda, else float32)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log what toca_fx does")
 
 
 def build_parser() -> argparse.ArgumentParser:
