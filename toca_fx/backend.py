@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.fx as fx
 
+from .auto_preset import preset_for
 from .config import ToCaConfig
 from .passes.analysis import analyse
 from .report import site_table
@@ -119,6 +120,7 @@ class ToCa:
     """A ToCa backend object that keeps its state, for users who need control.
 
     >>> toca = ToCa("pixart-alpha", num_steps=20)          # or ToCa(ToCaConfig(...), interval=4)
+    >>> toca = ToCa("auto", num_steps=20)                  # preset chosen from the first graph's sites
     >>> model = torch.compile(model, backend=toca)
     >>> toca.reset(); image = sample(model); print(toca.report())
     """
@@ -126,7 +128,11 @@ class ToCa:
     def __init__(self, config: ToCaConfig | str | None = None, *, inner_compiler: Callable | None = None, **overrides):
         """``inner_compiler`` (``(gm, example_inputs) -> callable``) replaces ``config.compiler``:
         a hook for debugging and tests that want to see each variant."""
-        if isinstance(config, str):
+        self.auto_overrides = overrides if config == "auto" else None
+        self.preset: tuple[str, str] | None = None  # (name, why) once "auto" has chosen
+        if config == "auto":
+            config = ToCaConfig(**overrides)  # until the first graph's structure picks the preset
+        elif isinstance(config, str):
             config = ToCaConfig.preset(config, **overrides)
         elif config is None:
             config = ToCaConfig(**overrides)
@@ -147,8 +153,13 @@ class ToCa:
             log.warning("toca_fx: %s: running it uncached", reason)
             self.fallbacks.append(reason)
             return compiler(gm, example_inputs)
+        if self.regions or self.fallbacks:
+            log.info("toca_fx: another graph of %d nodes (a graph break or a recompile)", len(gm.graph.nodes))
         try:
             analysis = analyse(gm, self.config)
+            if self.auto_overrides is not None and analysis.sites:
+                self._choose_preset(analysis.sites)
+                analysis = analyse(gm, self.config)
         except Exception as exc:  # an analysis bug must never break the user's model: run it exactly
             log.warning("toca_fx: analysis failed (%s: %s): this graph runs uncached", type(exc).__name__, exc)
             self.fallbacks.append(f"analysis failed: {exc}")
@@ -170,6 +181,12 @@ class ToCa:
             log.info("toca_fx: %s", note)
         return region
 
+    def _choose_preset(self, sites) -> None:
+        name, why = preset_for(sites)
+        self.config = ToCaConfig.preset(name, **self.auto_overrides)
+        self.auto_overrides, self.preset = None, (name, why)
+        log.info("toca_fx: preset %r chosen from the model's structure: %s", name, why)
+
     def _keep_time(self, fn: Callable, timestep: int | None) -> Callable:
         """A region without sites that reads the timestep still drives the step clock."""
         if timestep is None:
@@ -184,6 +201,7 @@ class ToCa:
     # -- control and observability -----------------------------------------------------------
     def reset(self, num_steps: int | None = None) -> None:
         """Start a new generation (optionally with a new number of steps); drops every cache."""
+        log.info("toca_fx: reset: generation %d, %s steps", self.clock.generation + 1, num_steps or self.clock.horizon)
         self.clock.reset(num_steps)
         for region in self.regions:
             region.reset()
