@@ -12,10 +12,21 @@ Each site is then classified with the token analysis (:mod:`.tokens`):
 
 * no token-mixing op before the output → ``partial`` (``mlp``, or ``cross_attention`` when an SDPA
   takes keys from outside the stream);
-* a mixing op whose result flows straight to the output → ``reuse`` (``self_attention``);
+* a mixing op whose result flows straight to the output → ``reuse`` (``self_attention``, or
+  ``joint_attention`` when the stream's tokens are joined with another stream's before it);
 * a mixing op joined with token-local work before the output (FLUX single-stream) → ``partial``
   (``mixed``): the mixing op's rows come from an interior cache;
 * anything the analysis cannot prove → ``full`` (exact recompute), with the reason.
+
+Joint attention computes one mixing core for two streams (SD3, FLUX double-stream)::
+
+    x_img ─ qkv ─┐                       ┌─ [:N_img] ─ out ─▶ site(x_img)
+                 cat ─ sdpa ─ split ─────┤
+    x_txt ─ qkv ─┘                       └─ [N_img:] ─ out ─▶ site(x_txt)
+
+The core is used outside each site's branch (by the other's). A site may share nodes this way only
+when it is reused and every outside user belongs to another reused site: at partial steps no one
+needs the core, and it is dropped. Otherwise the site recomputes fully, with the reason.
 """
 
 from __future__ import annotations
@@ -27,9 +38,19 @@ import torch
 import torch.fx as fx
 
 from . import counters
-from .graph import Ancestry, example_value, module_path, tensor_args
+from .graph import Ancestry, example_value, module_path
 from .prove import prove_at_token_count
-from .tokens import SDPA, WEIGHTED_OPS, TokenFlow, Unprovable, sdpa_operands, trace_tokens
+from .tokens import (
+    MATMUL,
+    SDPA,
+    WEIGHTED_OPS,
+    TokenFlow,
+    Unprovable,
+    cast_source,
+    sdpa_operands,
+    trace_tokens,
+    value_args,
+)
 
 _ADDS = {operator.add, torch.add, operator.iadd}
 _PEELABLE = {operator.mul, torch.mul, operator.truediv, torch.div, operator.add, torch.add}
@@ -82,7 +103,10 @@ def _is_residual_add(node: fx.Node, ancestry: Ancestry) -> tuple[fx.Node, fx.Nod
     if values[0].shape != values[1].shape or values[0].dim() != 3:
         return None
     for stream, branch in ((a, b), (b, a)):
-        if ancestry.is_ancestor(stream, branch):
+        # The branch may read its own cast of the stream: x + f(x.float()) written as x.float() + ...
+        while stream is not None and not ancestry.is_ancestor(stream, branch):
+            stream = cast_source(stream)
+        if stream is not None:
             return stream, branch
     return None
 
@@ -109,7 +133,7 @@ def _classify(site: Site) -> None:
     site.attention = attention[0] if attention else None
     tainted: set[fx.Node] = set()
     for node in site.nodes:
-        if node in flow.mixing or any(a in tainted for a in tensor_args(node)):
+        if node in flow.mixing or any(a in tainted for a in value_args(node)):
             tainted.add(node)
     if site.output not in tainted:
         cross = any(sdpa_operands(n).key not in flow.dims for n in attention)
@@ -119,14 +143,21 @@ def _classify(site: Site) -> None:
     joins = [
         n
         for n in site.nodes
-        if n in tainted and n not in flow.mixing and any(a in flow.dims and a not in tainted for a in tensor_args(n))
+        if n in tainted and n not in flow.mixing and any(a in flow.dims and a not in tainted for a in value_args(n))
     ]
     if not joins:
-        site.kind, site.policy = "self_attention", "reuse"
+        site.kind, site.policy = _reused_kind(site), "reuse"
         site.reason = "token-mixing op feeds the output: reused whole at partial steps"
         return
     site.kind, site.policy = "mixed", "partial"
-    site.interior = list(dict.fromkeys(a for n in joins for a in tensor_args(n) if a in tainted))
+    site.interior = list(dict.fromkeys(a for n in joins for a in value_args(n) if a in tainted))
+
+
+def _reused_kind(site: Site) -> str:
+    if site.flow.joined:
+        return "joint_attention"
+    attention = [n for n in site.flow.mixing if n.target in SDPA or n.target in MATMUL]
+    return "self_attention" if attention else "mlp"
 
 
 def _prove(site: Site) -> None:
@@ -138,20 +169,34 @@ def _prove(site: Site) -> None:
     prove_at_token_count(site, max(1, site.num_tokens // 2 - 1))
 
 
-def _check_contained(site: Site, tail: set[fx.Node]) -> None:
+def _outside_uses(site: Site, tail: set[fx.Node]) -> list[tuple[fx.Node, fx.Node]]:
+    """(node, user) pairs where a branch node other than the output feeds something outside the site."""
     inside = set(site.nodes) | tail
-    for node in site.nodes:
-        if node is site.output:
-            continue
-        outside = [u for u in node.users if u not in inside]
-        if outside:
-            raise Unprovable(f"{node.name} is also used outside the branch by {outside[0].name}")
+    return [(n, u) for n in site.nodes if n is not site.output for u in n.users if u not in inside]
+
+
+def _settle_shared_nodes(sites: list[Site], outside: dict[int, list]) -> None:
+    """A site whose nodes are also used outside it stays reused only if every outside user lies in
+    another reused site (a shared mixing core); else it recomputes fully. Repeat until stable."""
+    changed = True
+    while changed:
+        changed = False
+        reused = set().union(*(s.nodes for s in sites if s.policy == "reuse"))
+        for index, site in enumerate(sites):
+            if site.policy == "full" or not outside[index]:
+                continue
+            stray = [(n, u) for n, u in outside[index] if site.policy != "reuse" or u not in reused]
+            if stray:
+                node, user = stray[0]
+                site.policy, site.reason = "full", f"{node.name} is also used outside the branch by {user.name}"
+                changed = True
 
 
 def find_sites(graph: fx.Graph) -> list[Site]:
     """All residual sites of ``graph`` in graph order, classified."""
     ancestry = Ancestry(graph)
     sites: list[Site] = []
+    outside: list[list[tuple[fx.Node, fx.Node]]] = []
     for node in graph.nodes:
         found = _is_residual_add(node, ancestry)
         if found is None:
@@ -173,14 +218,17 @@ def find_sites(graph: fx.Graph) -> list[Site]:
             nodes=[n for n in nodes if n not in tail],
         )
         try:
-            _check_contained(site, tail)
             _classify(site)
             _prove(site)
         except Unprovable as exc:
             site.policy, site.reason = "full", str(exc)
             site.kind = "self_attention" if any(n.target in SDPA for n in site.nodes) else "mlp"
         sites.append(site)
-    sites = _innermost(sites)
+        outside.append(_outside_uses(site, tail))
+    kept = _innermost(sites)
+    outside = [uses for site, uses in zip(sites, outside) if site in kept]
+    sites = kept
+    _settle_shared_nodes(sites, outside)
     counters.update(f"site:{s.kind}:{s.policy}" for s in sites)
     blocks = list(dict.fromkeys(s.block for s in sites))
     for site in sites:

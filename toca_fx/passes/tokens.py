@@ -10,6 +10,15 @@ shapes Dynamo recorded::
 An op either keeps tokens apart (linear on channels, layer norm, pointwise math, reshapes that
 leave the token axis whole, SDPA whose keys do not come from the stream) or *mixes* them (SDPA or
 a matmul whose both sides come from the stream, a softmax or reduction over the token axis).
+Ops that move tokens between rows or batch entries (a reshape that splits or merges the token axis,
+as video models do between spatial and temporal attention; a cat or split along it, as joint
+attention does with a second stream; indexing along it) leave a value whose rows are no longer the
+stream's tokens. Such a value is *opaque*: its token axis is ``None``, it counts as mixing, and so
+does everything computed from it. A site whose output is opaque is reused whole, never run on
+fresh tokens::
+
+    x (B,T*S,C) -t1-> reshape(B*T,S,C) -opaque-> sdpa -opaque-> reshape(B,T*S,C) -opaque->  (reused)
+
 Anything else raises :class:`Unprovable` with the reason: the analysis never guesses.
 """
 
@@ -34,12 +43,13 @@ class Unprovable(Exception):
 class TokenFlow:
     """Token axis of every stream-dependent node, the token-mixing nodes, and shape args to rewrite."""
 
-    dims: dict[fx.Node, int]
+    dims: dict[fx.Node, int | None]  # None: opaque (the rows are no longer the stream's tokens)
     mixing: frozenset[fx.Node]
     token_args: dict[fx.Node, tuple[int, ...]]  # node -> positions in its shape arguments that hold N
     # Nodes that read a side input laid out by token (a RoPE table, a positional embedding): they
     # cannot run on fresh tokens alone, which only matters if a partial step needs them.
     token_indexed: dict[fx.Node, str]
+    joined: frozenset[fx.Node]  # cats along the token axis that join another stream's tokens (joint attention)
 
 
 _POINTWISE_FUNCTIONS = {
@@ -124,7 +134,7 @@ _SHAPE_ARG_METHODS = {"view", "reshape", "expand"}
 _REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "std", "norm", "logsumexp"}
 _SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, F.normalize}
 SDPA = (F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention)
-_MATMUL = {torch.matmul, operator.matmul, torch.bmm}
+MATMUL = {torch.matmul, operator.matmul, torch.bmm}
 WEIGHTED_OPS = {
     F.linear,
     torch.matmul,
@@ -185,13 +195,13 @@ def _reshape_dim(in_shape, dim, out_shape) -> int:
     for j, size in enumerate(out_shape):
         if size == in_shape[dim] and math.prod(out_shape[:j]) == prefix:
             return j
-    raise Unprovable(f"reshape {tuple(in_shape)} -> {tuple(out_shape)} splits or merges the token axis")
+    raise _Opaque(f"reshape {tuple(in_shape)} -> {tuple(out_shape)} splits or merges the token axis")
 
 
 def _getitem_dim(index, dim, ndim) -> int:
     index = index if isinstance(index, tuple) else (index,)
     if any(isinstance(i, (fx.Node, torch.Tensor, list)) for i in index):
-        raise Unprovable("tensor indexing of a token-carrying value")
+        raise _Opaque("tensor indexing of a token-carrying value")
     consumed = sum(1 for i in index if i is not None and i is not Ellipsis)
     expanded = []
     for i in index:
@@ -204,12 +214,31 @@ def _getitem_dim(index, dim, ndim) -> int:
             continue
         if src == dim:
             if i != slice(None):
-                raise Unprovable("indexing along the token axis")
+                raise _Opaque("indexing along the token axis")
             return out
         if not isinstance(i, int):
             out += 1
         src += 1
     raise Unprovable("getitem lost the token axis")
+
+
+def value_args(node: fx.Node) -> list[fx.Node]:
+    """Inputs whose values (not only dtype) reach the output: ``x.type_as(y)`` reads only ``x``."""
+    if is_method(node, *_DTYPE_ONLY_METHODS) and isinstance(node.args[0], fx.Node):
+        return [node.args[0]]
+    return tensor_args(node)
+
+
+def cast_source(node) -> fx.Node | None:
+    """``x`` for a dtype cast ``x.float()``/``x.to(dtype)``/``x.type_as(y)`` that keeps the shape, else None."""
+    if not isinstance(node, fx.Node) or not is_method(node, "float", "half", "bfloat16", *_DTYPE_ONLY_METHODS):
+        return None
+    source = node.args[0]
+    return source if _shape(source) == _shape(node) else None
+
+
+class _Opaque(Exception):
+    """The op moves tokens across rows: its output is opaque (see the module docstring)."""
 
 
 class _Tracer:
@@ -218,6 +247,7 @@ class _Tracer:
         self.mixing: set[fx.Node] = set()
         self.token_args: dict[fx.Node, tuple[int, ...]] = {}
         self.token_indexed: dict[fx.Node, str] = {}
+        self.joined: set[fx.Node] = set()
         self.num_tokens = _shape(source)[source_dim]
 
     def stream_inputs(self, node):
@@ -229,7 +259,15 @@ class _Tracer:
             return
         if node.op != "call_function" and node.op != "call_method":
             raise Unprovable(f"{node.op} {op_name(node)} consumes the stream")
-        self.dims[node] = self.output_dim(node, ins)
+        if any(self.dims[a] is None for a in ins):
+            self.dims[node] = None
+            self.mixing.add(node)
+            return
+        try:
+            self.dims[node] = self.output_dim(node, ins)
+        except _Opaque:
+            self.dims[node] = None
+            self.mixing.add(node)
 
     def output_dim(self, node, ins) -> int:
         target, name = node.target, op_name(node)
@@ -243,7 +281,7 @@ class _Tracer:
             raise Unprovable(f"{name} returns a non-tensor from the stream")
         if target in SDPA:
             return self.sdpa(node)
-        if target in _MATMUL:
+        if target in MATMUL:
             return self.matmul(node, ins)
         if target is F.linear:
             return self.channel_op(node, x, 1)
@@ -268,8 +306,16 @@ class _Tracer:
             return list(_norm_dim(p, len(perm)) for p in perm).index(self.dims[x])
         if target in _RESHAPE_FUNCTIONS or is_method(node, *_RESHAPE_METHODS) or is_method(node, "expand"):
             return self.reshape(node, x, out_shape)
+        if is_method(node, *_DTYPE_ONLY_METHODS):
+            return self.dims[x]
         if target in _POINTWISE_FUNCTIONS or is_method(node, *_POINTWISE_METHODS):
             return self.pointwise(node, ins, out_shape)
+        if target in (F.pad, torch._C._nn.pad):
+            return self.pad(node, x)
+        if is_method(node, "repeat", "repeat_interleave") or target is torch.repeat_interleave:
+            return self.repeat(node, x, out_shape)
+        if target in (torch.view_as_complex, torch.view_as_real):
+            return self.channel_op(node, x, 1) if target is torch.view_as_complex else self.dims[x]
         raise Unprovable(f"unknown op {name!r} on the stream")
 
     def pointwise(self, node, ins, out_shape) -> int:
@@ -277,12 +323,28 @@ class _Tracer:
         if len(dims) != 1:
             raise Unprovable(f"{op_name(node)} combines stream values with different token axes")
         dim = dims.pop()
-        side = [] if is_method(node, *_DTYPE_ONLY_METHODS) else [a for a in tensor_args(node) if a not in self.dims]
+        side = [a for a in tensor_args(node) if a not in self.dims]
         for a in side:
             shape = _shape(a)
             at = dim - (len(out_shape) - len(shape))
             if at >= 0 and shape[at] != 1:
                 self.token_indexed[node] = f"{op_name(node)} reads a side input {a.name} indexed by token"
+        return dim
+
+    def pad(self, node, x) -> int:
+        pads = node.kwargs.get("pad", node.args[1] if len(node.args) > 1 else ())
+        from_last = example_value(x).dim() - 1 - self.dims[x]
+        if any(isinstance(p, fx.Node) for p in pads):
+            raise Unprovable("pad with computed sizes")
+        if tuple(pads[2 * from_last : 2 * from_last + 2]) not in ((), (0, 0)):
+            raise _Opaque("pad along the token axis")
+        return self.dims[x]
+
+    def repeat(self, node, x, out_shape) -> int:
+        """Repeats along other axes keep tokens apart; along the token axis they make copies of rows."""
+        dim = self.dims[x] + len(out_shape) - example_value(x).dim()
+        if out_shape[dim] != self.num_tokens:
+            raise _Opaque(f"{op_name(node)} along the token axis")
         return dim
 
     def channel_op(self, node, x, trailing: int) -> int:
@@ -295,7 +357,7 @@ class _Tracer:
         token = self.dims[x]
         if dim is None or _norm_dim(dim, example_value(x).dim()) == token:
             if not mixes:
-                raise Unprovable(f"{op_name(node)} splits the token axis")
+                raise _Opaque(f"{op_name(node)} splits the token axis")
             self.mixing.add(node)
         return token
 
@@ -323,7 +385,9 @@ class _Tracer:
             raise Unprovable("cat of stream values with different token axes")
         token, dim = tokens.pop(), _norm_dim(dim, ndim + (node.target is torch.stack))
         if node.target is torch.cat and dim == token:
-            raise Unprovable("cat along the token axis joins other tokens to the stream")
+            if any(t not in self.dims for t in tensors):
+                self.joined.add(node)
+            raise _Opaque("cat along the token axis joins other tokens to the stream")
         if any(_shape(t)[token] != 1 for t in tensors if t not in self.dims) and node.target is torch.cat:
             self.token_indexed[node] = "cat with a side input indexed by token"
         return token + (node.target is torch.stack and dim <= token)
@@ -398,11 +462,19 @@ def trace_tokens(nodes: list[fx.Node], source: fx.Node, source_dim: int = 1) -> 
     tracer = _Tracer(source, source_dim)
     for node in nodes:
         tracer.visit(node)
-    return TokenFlow(dict(tracer.dims), frozenset(tracer.mixing), dict(tracer.token_args), dict(tracer.token_indexed))
+    return TokenFlow(
+        dict(tracer.dims),
+        frozenset(tracer.mixing),
+        dict(tracer.token_args),
+        dict(tracer.token_indexed),
+        frozenset(tracer.joined),
+    )
 
 
 def set_token_count(node: fx.Node, positions: tuple[int, ...], tokens: int) -> None:
     """Write ``tokens`` at ``positions`` of a view/reshape/expand shape (see ``TokenFlow.token_args``)."""
+    if not positions:  # nothing to rewrite (and the args may all be keywords)
+        return
     args = list(node.args)
     packed = len(args) == 2 and isinstance(args[1], (tuple, list))
     shape = list(args[1] if packed else args[1:])
