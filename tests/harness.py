@@ -10,10 +10,22 @@ from torch.fx.node import map_arg
 
 from toca_fx.passes.graph import ValueRecorder
 from toca_fx.zoo.case import Case, sample, timesteps
+from toca_fx.zoo.checks import RECOMPUTE_ALL, compile_toca
 from toca_fx.zoo.diffusers_models import dit_case, flux_case, pixart_case, sd3_case
 from toca_fx.zoo.hand import hand_case
 
-__all__ = ["Case", "sample", "timesteps", "dit_case", "flux_case", "pixart_case", "sd3_case", "hand_case"]
+__all__ = [
+    "RECOMPUTE_ALL",
+    "compile_toca",
+    "Case",
+    "sample",
+    "timesteps",
+    "dit_case",
+    "flux_case",
+    "pixart_case",
+    "sd3_case",
+    "hand_case",
+]
 
 
 class Recorder:
@@ -52,28 +64,6 @@ def recompute_branch(site, values: dict[str, object], overrides: dict | None = N
         else:
             env[node] = node.target(*args, **kwargs)
     return env[site.output]
-
-
-def compile_toca(case: Case, config=None, **overrides):
-    """A fresh Dynamo state, then the case's model compiled with a new ToCa backend."""
-    import toca_fx
-
-    torch._dynamo.reset()
-    toca = toca_fx.ToCa(config, **overrides)
-    return toca, torch.compile(case.model, backend=toca, dynamic=False)
-
-
-# Every site recomputes every token at partial steps, self-attention included.
-RECOMPUTE_ALL = dict(
-    fresh_ratio=1.0,
-    step_weight=0.0,
-    layer_weight=0.0,
-    self_attention_weight=1.0,
-    cross_attention_weight=1.0,
-    mlp_weight=1.0,
-    joint_attention_weight=1.0,
-    mixed_weight=1.0,
-)
 
 
 class FlopCounting:

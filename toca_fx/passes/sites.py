@@ -156,8 +156,11 @@ def _classify(site: Site) -> None:
 def _reused_kind(site: Site) -> str:
     if site.flow.joined:
         return "joint_attention"
-    attention = [n for n in site.flow.mixing if n.target in SDPA or n.target in MATMUL]
-    return "self_attention" if attention else "mlp"
+    # A mixing op proper (softmax or a matmul over tokens, SDPA), not only a value whose rows were
+    # reshaped across frames (opaque, token axis None), as a convolution over the 2-D grid needs.
+    flow = site.flow
+    mixers = [n for n in flow.mixing if flow.dims[n] is not None or n.target in SDPA or n.target in MATMUL]
+    return "self_attention" if mixers else "mlp"
 
 
 def _prove(site: Site) -> None:
@@ -237,6 +240,19 @@ def find_sites(graph: fx.Graph) -> list[Site]:
 
 
 def _innermost(sites: list[Site]) -> list[Site]:
-    """Drop sites whose branch contains another site's residual add (keep the innermost)."""
+    """Resolve nested sites, where one branch contains another site's residual add.
+
+    Usually the inner add is the stream of later blocks, and the inner site is kept. When the inner
+    add's result is used only inside the outer branch (AuraFlow: ``x + ff(norm(x + attn(x)))``), it
+    is no stream: the outer site is kept, and classification makes it a mixed site.
+    """
     residuals = {s.residual for s in sites}
-    return [s for s in sites if not any(n in residuals for n in s.nodes)]
+    dropped: set[fx.Node] = set()  # residual adds of the dropped sites
+    for outer in sites:
+        inner = [n for n in outer.nodes if n in residuals]
+        inside = set(outer.nodes)
+        if inner and all(u in inside for add in inner for u in add.users):
+            dropped.update(inner)
+        elif inner:
+            dropped.add(outer.residual)
+    return [s for s in sites if s.residual not in dropped]

@@ -198,7 +198,8 @@ def _reshape_dim(in_shape, dim, out_shape) -> int:
     raise _Opaque(f"reshape {tuple(in_shape)} -> {tuple(out_shape)} splits or merges the token axis")
 
 
-def _getitem_dim(index, dim, ndim) -> int:
+def _getitem_dim(index, dim, ndim) -> tuple[int, object]:
+    """Output token axis of ``x[index]``, and the index element applied to the token axis."""
     index = index if isinstance(index, tuple) else (index,)
     if any(isinstance(i, (fx.Node, torch.Tensor, list)) for i in index):
         raise _Opaque("tensor indexing of a token-carrying value")
@@ -213,9 +214,9 @@ def _getitem_dim(index, dim, ndim) -> int:
             out += 1
             continue
         if src == dim:
-            if i != slice(None):
+            if isinstance(i, int):
                 raise _Opaque("indexing along the token axis")
-            return out
+            return out, i
         if not isinstance(i, int):
             out += 1
         src += 1
@@ -248,6 +249,11 @@ class _Tracer:
         self.token_args: dict[fx.Node, tuple[int, ...]] = {}
         self.token_indexed: dict[fx.Node, str] = {}
         self.joined: set[fx.Node] = set()
+        # Slices of the stream along the token axis: node -> (start, stop) in stream tokens. A cat
+        # of slices that tiles [0, N) in order is the whole stream again (HunyuanVideo single blocks).
+        self.windows: dict[fx.Node, tuple[int, int]] = {}
+        self.split_windows: dict[fx.Node, list[tuple[int, int]]] = {}
+        self.retiled: set[fx.Node] = set()  # cats that put slices back together in order
         self.num_tokens = _shape(source)[source_dim]
 
     def stream_inputs(self, node):
@@ -263,17 +269,30 @@ class _Tracer:
             self.dims[node] = None
             self.mixing.add(node)
             return
+        windows = {self.windows.get(a) for a in ins}
         try:
             self.dims[node] = self.output_dim(node, ins)
         except _Opaque:
             self.dims[node] = None
             self.mixing.add(node)
+            return
+        decided = node in self.windows or node in self.split_windows or node in self.retiled
+        if windows != {None} and not decided:
+            if len(windows) != 1 or node in self.mixing:  # different token ranges meet, or get mixed
+                self.dims[node] = None
+                self.mixing.add(node)
+            else:
+                self.windows[node] = windows.pop()
+        if node in self.windows:
+            self.token_indexed.setdefault(node, f"{op_name(node)} works on a slice of the tokens")
 
     def output_dim(self, node, ins) -> int:
         target, name = node.target, op_name(node)
         out_shape = _shape(node)
         x = node.args[0] if node.args else None
         if target is operator.getitem and not isinstance(example_value(x), torch.Tensor):
+            if x in self.split_windows:  # a piece of a split along the token axis
+                self.windows[node] = self.split_windows[x][node.args[1]]
             return self.dims[x]  # element of a chunk/split tuple: same token axis
         if out_shape is None and not (
             is_method(node, "chunk", "split", "unbind") or target in (torch.chunk, torch.split)
@@ -292,11 +311,19 @@ class _Tracer:
             return self.along(node, x, dim, mixes=True)
         if is_method(node, *_REDUCTIONS) or target in (torch.sum, torch.mean, torch.amax, torch.var, torch.norm):
             return self.reduction(node, x)
-        if is_method(node, "chunk", "split", "unbind") or target in (torch.chunk, torch.split):
+        if is_method(node, "chunk", "split") or target in (torch.chunk, torch.split):
             dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
+            if _norm_dim(dim, example_value(x).dim()) == self.dims[x]:
+                return self.split_along_tokens(node, x)
+            return self.dims[x]
+        if is_method(node, "unbind"):
+            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
             return self.along(node, x, dim, mixes=False)
         if target is operator.getitem:
-            return _getitem_dim(node.args[1], self.dims[x], example_value(x).dim())
+            dim, token_index = _getitem_dim(node.args[1], self.dims[x], example_value(x).dim())
+            if token_index != slice(None):
+                self.slice_window(node, x, token_index)
+            return dim
         if target in (torch.cat, torch.stack):
             return self.concat(node)
         if is_method(node, "transpose", "swapaxes") or target is torch.transpose:
@@ -330,6 +357,31 @@ class _Tracer:
             if at >= 0 and shape[at] != 1:
                 self.token_indexed[node] = f"{op_name(node)} reads a side input {a.name} indexed by token"
         return dim
+
+    def slice_window(self, node, x, index) -> None:
+        """``x[..., a:b, ...]`` along the token axis: a window of the stream's tokens."""
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise _Opaque("strided or computed indexing along the token axis")
+        if any(isinstance(v, fx.Node) for v in (index.start, index.stop)):
+            raise _Opaque("slice of the token axis with computed bounds")
+        base, stop = self.windows.get(x, (0, self.num_tokens))
+        start, end, _ = index.indices(stop - base)
+        if end <= start:
+            raise _Opaque("empty slice of the token axis")
+        self.windows[node] = (base + start, base + end)
+
+    def split_along_tokens(self, node, x) -> int:
+        base, stop = self.windows.get(x, (0, self.num_tokens))
+        size = node.kwargs.get("split_size_or_sections", node.args[1] if len(node.args) > 1 else None)
+        if is_method(node, "chunk") or node.target is torch.chunk:
+            size = -(-(stop - base) // size)
+        if isinstance(size, int):
+            size = [min(size, stop - base - i) for i in range(0, stop - base, size)]
+        if not isinstance(size, (list, tuple)) or any(not isinstance(n, int) for n in size):
+            raise _Opaque(f"{op_name(node)} along the token axis with computed sizes")
+        starts = [base + sum(size[:i]) for i in range(len(size))]
+        self.split_windows[node] = [(a, a + n) for a, n in zip(starts, size)]
+        return self.dims[x]
 
     def pad(self, node, x) -> int:
         pads = node.kwargs.get("pad", node.args[1] if len(node.args) > 1 else ())
@@ -385,6 +437,12 @@ class _Tracer:
             raise Unprovable("cat of stream values with different token axes")
         token, dim = tokens.pop(), _norm_dim(dim, ndim + (node.target is torch.stack))
         if node.target is torch.cat and dim == token:
+            spans = [self.windows.get(t, (0, self.num_tokens)) if t in self.dims else None for t in tensors]
+            if all(spans) and [a for a, _ in spans] == [0] + [b for _, b in spans[:-1]]:
+                if spans[-1][1] != self.num_tokens:
+                    self.windows[node] = (0, spans[-1][1])
+                self.retiled.add(node)
+                return token
             if any(t not in self.dims for t in tensors):
                 self.joined.add(node)
             raise _Opaque("cat along the token axis joins other tokens to the stream")
@@ -409,6 +467,8 @@ class _Tracer:
 
     def record_shape_arg(self, node, dim) -> None:
         """Remember where the literal token count sits in a view/reshape/expand shape."""
+        if node.args[0] in self.windows:  # never rewritten: slices do not run at partial steps
+            return
         flat = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
         if "shape" in node.kwargs or "size" in node.kwargs:
             raise Unprovable(f"{op_name(node)} with a keyword shape")

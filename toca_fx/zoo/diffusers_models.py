@@ -281,7 +281,7 @@ def hunyuandit_case(batch=2, seed=0) -> Case:
         patch_size=2,
         sample_size=8,
         hidden_size=16,
-        num_layers=3,
+        num_layers=4,  # the long skips need an even count: blocks 0 and 3 are joined
         cross_attention_dim=16,
         cross_attention_dim_t5=16,
         pooled_projection_dim=16,
@@ -548,3 +548,83 @@ def mochi_case(batch=2, frames=2, seed=0) -> Case:
         return m(x, text, t, mask, return_dict=False)[0]
 
     return _video("mochi", model, call, batch, frames, 8, 8)
+
+
+def chroma_case(batch=1, grid=(4, 4), seed=0) -> Case:
+    """Chroma: FLUX-shaped double- and single-stream blocks, modulation from a distilled approximator."""
+    torch.manual_seed(seed)
+    model = diffusers.ChromaTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        axes_dims_rope=(4, 4, 8),
+        approximator_num_channels=8,
+        approximator_hidden_dim=32,
+        approximator_layers=1,
+    ).eval()
+    text = _randn(batch, TEXT_TOKENS, 32, generator=_generator(seed + 1))
+    img_ids, txt_ids = _image_ids(*grid), torch.zeros(TEXT_TOKENS, 3)
+
+    def call(m, x, t):
+        out = m(
+            hidden_states=_packed(x, 1),
+            encoder_hidden_states=text,
+            timestep=t / 1000,
+            img_ids=img_ids,
+            txt_ids=txt_ids,
+            return_dict=False,
+        )[0]
+        return _unpacked(out, x.shape, 1)
+
+    return Case("chroma", model, call, batch, *grid)
+
+
+def cogview3plus_case(batch=2, seed=0) -> Case:
+    torch.manual_seed(seed)
+    model = diffusers.CogView3PlusTransformer2DModel(
+        patch_size=2,
+        in_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        out_channels=4,
+        text_embed_dim=16,
+        time_embed_dim=16,
+        condition_dim=4,
+        pos_embed_max_size=16,
+        sample_size=8,
+    ).eval()
+    text = _randn(batch, TEXT_TOKENS, 16, generator=_generator(seed + 1))
+    size = torch.tensor([[8.0, 8.0]] * batch)
+    crop = torch.zeros(batch, 2)
+
+    def call(m, x, t):
+        return m(x, text, t, original_size=size, target_size=size, crop_coords=crop, return_dict=False)[0]
+
+    return Case("cogview3plus", model, call, batch, 8, 8)
+
+
+def skyreelsv2_case(batch=2, frames=2, seed=0) -> Case:
+    torch.manual_seed(seed)
+    model = diffusers.SkyReelsV2Transformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        text_dim=16,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=2,
+        rope_max_seq_len=32,
+    ).eval()
+    text = _randn(batch, TEXT_TOKENS, 16, generator=_generator(seed + 1))
+
+    def call(m, x, t):
+        return m(x, t, text, return_dict=False)[0]
+
+    return _video("skyreelsv2", model, call, batch, frames, 8, 8)
