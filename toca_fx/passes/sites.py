@@ -151,6 +151,8 @@ def _classify(site: Site) -> None:
         return
     site.kind, site.policy = "mixed", "partial"
     site.interior = list(dict.fromkeys(a for n in joins for a in value_args(n) if a in tainted))
+    if any(n in flow.extra_rows for n in site.interior):
+        raise Unprovable("a token-mixing result joined with token-local work still carries another stream's rows")
 
 
 def _reused_kind(site: Site) -> str:
@@ -179,20 +181,48 @@ def _outside_uses(site: Site, tail: set[fx.Node]) -> list[tuple[fx.Node, fx.Node
 
 
 def _settle_shared_nodes(sites: list[Site], outside: dict[int, list]) -> None:
-    """A site whose nodes are also used outside it stays reused only if every outside user lies in
-    another reused site (a shared mixing core); else it recomputes fully. Repeat until stable."""
-    changed = True
-    while changed:
-        changed = False
-        reused = set().union(*(s.nodes for s in sites if s.policy == "reuse"))
+    """Sites whose nodes are also used outside them (a core shared by two streams' sites).
+
+    A reused site may share nodes with other reused sites: at partial steps nobody needs the core.
+    A partial site may share them with a site of a shorter (or equally long, later) stream, which is
+    then reused: the partial step's fresh computation carries the shorter stream's rows anyway
+    (CogVideoX's FF over text + video). Any other sharing makes the site recompute fully.
+    """
+    owner = {n: site for site in sites for n in site.nodes}
+
+    demoted: set[int] = set()  # reused for a longer partner: the partner may stay partial
+
+    def stray(index: int, site: Site) -> list[tuple[fx.Node, fx.Node]]:
+        allowed = ("reuse", "partial") if index in demoted else ("reuse",)
+        return [(n, u) for n, u in outside[index] if owner.get(u) is None or owner[u].policy not in allowed]
+
+    def key(site: Site) -> tuple[int, int]:
+        return (site.num_tokens, -sites.index(site))
+
+    settled = False
+    while not settled:
+        settled = True
         for index, site in enumerate(sites):
-            if site.policy == "full" or not outside[index]:
+            others = [owner.get(u) for _, u in stray(index, site)]
+            if site.policy != "partial" or not others or None in others:
                 continue
-            stray = [(n, u) for n, u in outside[index] if site.policy != "reuse" or u not in reused]
-            if stray:
-                node, user = stray[0]
+            if all(o.policy == "partial" and key(o) > key(site) for o in others):
+                longer = max(others, key=key)
+                site.policy = "reuse"
+                demoted.add(index)
+                site.reason = f"shares its token-local core with {longer.name}: reused whole at partial steps"
+                settled = False
+        for index, site in enumerate(sites):
+            left = stray(index, site) if site.policy != "full" else []
+            if left and (site.policy == "reuse" or any(owner.get(u) is None for _, u in left)):
+                node, user = left[0]
                 site.policy, site.reason = "full", f"{node.name} is also used outside the branch by {user.name}"
-                changed = True
+                settled = False
+    for index, site in enumerate(sites):  # partial sites whose partner stayed partial
+        left = stray(index, site) if site.policy != "full" else []
+        if left:
+            node, user = left[0]
+            site.policy, site.reason = "full", f"{node.name} is also used outside the branch by {user.name}"
 
 
 def find_sites(graph: fx.Graph) -> list[Site]:

@@ -45,11 +45,14 @@ class TokenFlow:
 
     dims: dict[fx.Node, int | None]  # None: opaque (the rows are no longer the stream's tokens)
     mixing: frozenset[fx.Node]
-    token_args: dict[fx.Node, tuple[int, ...]]  # node -> positions in its shape arguments that hold N
+    # node -> where N sits in its arguments: positions in a view/reshape/expand shape,
+    # ("slice", index position, offset) in a getitem, ("split", piece) in split sizes
+    token_args: dict[fx.Node, tuple]
     # Nodes that read a side input laid out by token (a RoPE table, a positional embedding): they
     # cannot run on fresh tokens alone, which only matters if a partial step needs them.
     token_indexed: dict[fx.Node, str]
     joined: frozenset[fx.Node]  # cats along the token axis that join another stream's tokens (joint attention)
+    extra_rows: dict[fx.Node, int]  # values that carry another stream's rows besides the stream's N
 
 
 _POINTWISE_FUNCTIONS = {
@@ -254,6 +257,12 @@ class _Tracer:
         self.windows: dict[fx.Node, tuple[int, int]] = {}
         self.split_windows: dict[fx.Node, list[tuple[int, int]]] = {}
         self.retiled: set[fx.Node] = set()  # cats that put slices back together in order
+        # Stream values joined with another stream's rows along the token axis (CogVideoX's FF over
+        # text + video): node -> (offset of the stream's rows, number of other rows). Token-local
+        # ops keep the layout; a slice that takes back exactly the stream's rows ends it.
+        self.extended: dict[fx.Node, tuple[int, int]] = {}
+        self.split_extended: dict[fx.Node, int] = {}  # split of an extended value -> the stream's piece
+        self.unextended: set[fx.Node] = set()
         self.num_tokens = _shape(source)[source_dim]
 
     def stream_inputs(self, node):
@@ -270,6 +279,7 @@ class _Tracer:
             self.mixing.add(node)
             return
         windows = {self.windows.get(a) for a in ins}
+        layouts = {self.extended.get(a) for a in ins}
         try:
             self.dims[node] = self.output_dim(node, ins)
         except _Opaque:
@@ -277,6 +287,13 @@ class _Tracer:
             self.mixing.add(node)
             return
         decided = node in self.windows or node in self.split_windows or node in self.retiled
+        decided = decided or node in self.extended or node in self.split_extended or node in self.unextended
+        if layouts != {None} and not decided:
+            if len(layouts) != 1 or windows != {None}:  # stream rows at different places meet
+                self.dims[node] = None
+                self.mixing.add(node)
+                return
+            self.extended[node] = layouts.pop()
         if windows != {None} and not decided:
             if len(windows) != 1 or node in self.mixing:  # different token ranges meet, or get mixed
                 self.dims[node] = None
@@ -293,6 +310,10 @@ class _Tracer:
         if target is operator.getitem and not isinstance(example_value(x), torch.Tensor):
             if x in self.split_windows:  # a piece of a split along the token axis
                 self.windows[node] = self.split_windows[x][node.args[1]]
+            if x in self.split_extended:
+                if node.args[1] != self.split_extended[x]:
+                    raise _Opaque("a piece of the token axis holding other rows")
+                self.unextended.add(node)
             return self.dims[x]  # element of a chunk/split tuple: same token axis
         if out_shape is None and not (
             is_method(node, "chunk", "split", "unbind") or target in (torch.chunk, torch.split)
@@ -359,11 +380,22 @@ class _Tracer:
         return dim
 
     def slice_window(self, node, x, index) -> None:
-        """``x[..., a:b, ...]`` along the token axis: a window of the stream's tokens."""
+        """``x[..., a:b, ...]`` along the token axis: a window of the stream's tokens, or the
+        stream's own rows taken back from an extended value."""
         if not isinstance(index, slice) or index.step not in (None, 1):
             raise _Opaque("strided or computed indexing along the token axis")
         if any(isinstance(v, fx.Node) for v in (index.start, index.stop)):
             raise _Opaque("slice of the token axis with computed bounds")
+        if x in self.extended:
+            offset, extra = self.extended[x]
+            if index.indices(self.num_tokens + extra)[:2] != (offset, offset + self.num_tokens):
+                raise _Opaque("a slice of the token axis holding other rows")
+            items = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+            position = next(i for i, item in enumerate(items) if item is index)
+            self.unextended.add(node)
+            if index.stop is not None or offset + self.num_tokens != self.num_tokens + extra:
+                self.token_args[node] = ("slice", position, offset)
+            return
         base, stop = self.windows.get(x, (0, self.num_tokens))
         start, end, _ = index.indices(stop - base)
         if end <= start:
@@ -373,6 +405,17 @@ class _Tracer:
     def split_along_tokens(self, node, x) -> int:
         base, stop = self.windows.get(x, (0, self.num_tokens))
         size = node.kwargs.get("split_size_or_sections", node.args[1] if len(node.args) > 1 else None)
+        if x in self.extended:
+            offset, extra = self.extended[x]
+            if not isinstance(size, (list, tuple)) or any(not isinstance(n, int) for n in size):
+                raise _Opaque(f"{op_name(node)} of joined tokens with computed sizes")
+            starts = [sum(size[:i]) for i in range(len(size))]
+            if (offset, self.num_tokens) not in zip(starts, size):
+                raise _Opaque(f"{op_name(node)} of joined tokens that cuts the stream's rows")
+            piece = list(zip(starts, size)).index((offset, self.num_tokens))
+            self.split_extended[node] = piece
+            self.token_args[node] = ("split", piece)
+            return self.dims[x]
         if is_method(node, "chunk") or node.target is torch.chunk:
             size = -(-(stop - base) // size)
         if isinstance(size, int):
@@ -445,6 +488,11 @@ class _Tracer:
                 return token
             if any(t not in self.dims for t in tensors):
                 self.joined.add(node)
+            plain = [t for t in stream if t not in self.windows and t not in self.extended]
+            if len(stream) == 1 and plain:
+                offset = sum(_shape(t)[token] for t in tensors[: tensors.index(stream[0])])
+                self.extended[node] = (offset, _shape(node)[token] - self.num_tokens)
+                return token
             raise _Opaque("cat along the token axis joins other tokens to the stream")
         if any(_shape(t)[token] != 1 for t in tensors if t not in self.dims) and node.target is torch.cat:
             self.token_indexed[node] = "cat with a side input indexed by token"
@@ -468,6 +516,11 @@ class _Tracer:
     def record_shape_arg(self, node, dim) -> None:
         """Remember where the literal token count sits in a view/reshape/expand shape."""
         if node.args[0] in self.windows:  # never rewritten: slices do not run at partial steps
+            return
+        if node.args[0] in self.extended:
+            flat = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
+            if "shape" in node.kwargs or "size" in node.kwargs or flat[dim] != -1:
+                raise _Opaque(f"{op_name(node)} names the size of a joined token axis")
             return
         flat = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
         if "shape" in node.kwargs or "size" in node.kwargs:
@@ -528,12 +581,27 @@ def trace_tokens(nodes: list[fx.Node], source: fx.Node, source_dim: int = 1) -> 
         dict(tracer.token_args),
         dict(tracer.token_indexed),
         frozenset(tracer.joined),
+        {node: extra for node, (_, extra) in tracer.extended.items()},
     )
 
 
 def set_token_count(node: fx.Node, positions: tuple[int, ...], tokens: int) -> None:
     """Write ``tokens`` at ``positions`` of a view/reshape/expand shape (see ``TokenFlow.token_args``)."""
     if not positions:  # nothing to rewrite (and the args may all be keywords)
+        return
+    if positions[0] == "slice":  # x[..., offset:offset + N, ...] -> x[..., offset:offset + tokens, ...]
+        _, position, offset = positions
+        items = list(node.args[1]) if isinstance(node.args[1], tuple) else [node.args[1]]
+        items[position] = slice(offset, offset + tokens)
+        node.args = (node.args[0], tuple(items) if isinstance(node.args[1], tuple) else items[0])
+        return
+    if positions[0] == "split":  # split(x, [.., N, ..]) -> split(x, [.., tokens, ..])
+        sizes = list(node.kwargs.get("split_size_or_sections", node.args[1]))
+        sizes[positions[1]] = tokens
+        if "split_size_or_sections" in node.kwargs:
+            node.kwargs = {**node.kwargs, "split_size_or_sections": sizes}
+        else:
+            node.args = (node.args[0], sizes, *node.args[2:])
         return
     args = list(node.args)
     packed = len(args) == 2 and isinstance(args[1], (tuple, list))

@@ -35,7 +35,7 @@ ZOO: dict[str, ZooEntry] = {
         _entry("PixArt", dm.pixart_case, self_attention__reuse=2, cross_attention__partial=2, mlp__partial=2),
         _entry("SD3", dm.sd3_case, joint_attention__reuse=3, mlp__partial=3),
         _entry("Flux", dm.flux_case, joint_attention__reuse=2, mlp__partial=2, mixed__partial=2),
-        _entry("AuraFlow", dm.auraflow_case, joint_attention__reuse=2, mixed__partial=1),
+        _entry("AuraFlow", dm.auraflow_case, mixed__partial=2, mixed__reuse=1),
         _entry("Sana", dm.sana_case, self_attention__reuse=2, cross_attention__partial=2, mlp__reuse=2),
         _entry("QwenImage", dm.qwenimage_case, joint_attention__reuse=4, mlp__partial=4),
         _entry("CogView4", dm.cogview4_case, joint_attention__full=4, mlp__partial=4),
@@ -51,7 +51,7 @@ ZOO: dict[str, ZooEntry] = {
         ),
         _entry("Latte", dm.latte_case, self_attention__reuse=2, cross_attention__partial=1, mlp__partial=2),
         _entry("Allegro", dm.allegro_case, self_attention__reuse=2, cross_attention__partial=2, mlp__partial=2),
-        _entry("CogVideoX", dm.cogvideox_case, joint_attention__reuse=8),
+        _entry("CogVideoX", dm.cogvideox_case, joint_attention__reuse=4, mlp__partial=2, mlp__reuse=2),
         _entry(
             "HunyuanVideo",
             dm.hunyuanvideo_case,
@@ -64,7 +64,7 @@ ZOO: dict[str, ZooEntry] = {
         _entry("LTXVideo", dm.ltxvideo_case, self_attention__reuse=2, cross_attention__partial=2, mlp__partial=2),
         _entry("Mochi", dm.mochi_case, mlp__partial=3),
         _entry("Chroma", dm.chroma_case, joint_attention__reuse=2, mlp__partial=3, mixed__partial=2),
-        _entry("CogView3Plus", dm.cogview3plus_case, joint_attention__reuse=8),
+        _entry("CogView3Plus", dm.cogview3plus_case, joint_attention__reuse=4, mlp__partial=2, mlp__reuse=2),
         _entry("SkyReelsV2", dm.skyreelsv2_case, self_attention__full=2, cross_attention__partial=2, mlp__partial=2),
         _entry("HandDiT", hand.hand_case, _HAND, self_attention__reuse=2, cross_attention__partial=2, mlp__partial=2),
         _entry(
