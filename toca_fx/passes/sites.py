@@ -24,9 +24,11 @@ Joint attention computes one mixing core for two streams (SD3, FLUX double-strea
                  cat ─ sdpa ─ split ─────┤
     x_txt ─ qkv ─┘                       └─ [N_img:] ─ out ─▶ site(x_txt)
 
-The core is used outside each site's branch (by the other's). A site may share nodes this way only
-when it is reused and every outside user belongs to another reused site: at partial steps no one
-needs the core, and it is dropped. Otherwise the site recomputes fully, with the reason.
+The core is used outside each site's branch (by the other's). A reused site may share nodes with
+other reused sites: at partial steps no one needs the core, and it is dropped. A token-local core
+shared by two streams (CogVideoX's FF over cat(text, video), sliced back per stream) is partial
+for the longer stream, whose fresh rows run with the shorter stream's current rows joined, and the
+shorter stream's site is reused. Any other sharing makes the site recompute fully, with the reason.
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ def _outside_uses(site: Site, tail: set[fx.Node]) -> list[tuple[fx.Node, fx.Node
     return [(n, u) for n in site.nodes if n is not site.output for u in n.users if u not in inside]
 
 
-def _settle_shared_nodes(sites: list[Site], outside: dict[int, list]) -> None:
+def _settle_shared_nodes(sites: list[Site], outside: list[list[tuple[fx.Node, fx.Node]]]) -> None:
     """Sites whose nodes are also used outside them (a core shared by two streams' sites).
 
     A reused site may share nodes with other reused sites: at partial steps nobody needs the core.
@@ -258,9 +260,9 @@ def find_sites(graph: fx.Graph) -> list[Site]:
             site.kind = "self_attention" if any(n.target in SDPA for n in site.nodes) else "mlp"
         sites.append(site)
         outside.append(_outside_uses(site, tail))
-    kept = _innermost(sites)
-    outside = [uses for site, uses in zip(sites, outside) if site in kept]
-    sites = kept
+    kept = {id(site) for site in _innermost(sites)}
+    outside = [uses for site, uses in zip(sites, outside) if id(site) in kept]
+    sites = [site for site in sites if id(site) in kept]
     _settle_shared_nodes(sites, outside)
     counters.update(f"site:{s.kind}:{s.policy}" for s in sites)
     blocks = list(dict.fromkeys(s.block for s in sites))
