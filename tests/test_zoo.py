@@ -9,6 +9,7 @@ from collections import Counter
 from functools import cache
 
 import pytest
+import torch
 
 from toca_fx.zoo import ZOO
 from toca_fx.zoo.case import sample
@@ -50,16 +51,21 @@ def test_default_preset_is_finite_and_close(name):
 
 
 @pytest.mark.inductor
-@pytest.mark.parametrize("name", ["SD3", "OpenSoraSTDiT"])
-def test_default_preset_under_inductor(name):
-    """Inductor lowers the same variants: same sites, and the same outputs as the eager inner compiler."""
+@pytest.mark.parametrize(("name", "same_as_eager"), [("SD3", False), ("OpenSoraSTDiT", True)])
+def test_default_preset_under_inductor(name, same_as_eager):
+    """Inductor lowers the same variants: same sites, finite and close to uncached. With a
+    deterministic score (OpenSora's cross-attention entropy) it also selects the same tokens as the
+    eager inner compiler, so the outputs agree; SD3's blocks fall back to random scores, whose
+    random numbers differ between Inductor and eager."""
     case = ZOO[name].build()
     reference = sample(case, case.model, STEPS)
     runs = {}
-    for compiler in ("eager", "inductor"):
+    for compiler in ("eager", "inductor") if same_as_eager else ("inductor",):
         toca, model = compile_toca(case, compiler=compiler, num_steps=STEPS)
         runs[compiler] = sample(case, model, STEPS)
         assert dict(Counter(f"{s.kind}/{s.policy}" for s in toca.sites)) == ZOO[name].expected
         assert toca.stats["partial_steps"] > 0 and not toca.fallbacks
-    assert max_abs_diff(runs["inductor"], runs["eager"]) <= 1e-4
+    assert all(bool(torch.isfinite(out).all()) for out in runs["inductor"])
     assert relative_error(runs["inductor"], reference) <= DEFAULT_PRESET_TOLERANCE
+    if same_as_eager:
+        assert max_abs_diff(runs["inductor"], runs["eager"]) <= 1e-4
