@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from toca_fx.config import COMPILERS, PRESETS, SCORES, SITE_KINDS, ToCaConfig
+from toca_fx.schedule import _linear, site_ratio
 
 INT_MINIMUMS = {
     "interval": 1,
@@ -32,11 +33,11 @@ def invalid_values():
     cases.append(st.tuples(st.just("fresh_ratio"), outside_unit, st.just(ValueError)))
     for name in NON_NEGATIVE:
         cases.append(st.tuples(st.just(name), st.floats(max_value=-1e-9) | st.just(math.inf), st.just(ValueError)))
-    for name in ("step_weight", "layer_weight"):
+    for name in ("step_weight", "layer_weight", "layer_center"):
         cases.append(st.tuples(st.just(name), st.sampled_from([math.nan, math.inf, -math.inf]), st.just(ValueError)))
     outside_open = st.floats(max_value=-1) | st.floats(min_value=1)
     cases.append(st.tuples(st.just("interval_step_weight"), outside_open, st.just(ValueError)))
-    for name in ("fresh_ratio", "step_weight", "layer_weight", "interval_step_weight") + NON_NEGATIVE:
+    for name in ("fresh_ratio", "step_weight", "layer_weight", "layer_center", "interval_step_weight") + NON_NEGATIVE:
         cases.append(st.tuples(st.just(name), st.booleans() | not_a_number, st.just(TypeError)))
     for name, choices in CHOICES.items():
         unknown = st.text(max_size=12).filter(lambda s, c=choices: s not in c)
@@ -63,7 +64,7 @@ def test_defaults_are_valid_pixart_alpha():
 
 
 def test_presets():
-    assert set(PRESETS) == {"pixart-alpha", "toca", "dit", "fora", "random"}
+    assert set(PRESETS) == {"pixart-alpha", "toca", "dit", "fora", "random", "opensora", "flux"}
     dit = ToCaConfig.preset("dit")
     assert (dit.fresh_ratio, dit.interval, dit.score) == (0.07, 3, "attention")
     assert dit.count_down and not dit.cfg_shared
@@ -75,6 +76,25 @@ def test_presets():
     assert (fora.interval, fora.fresh_ratio, fora.interval_step_weight, fora.score) == (3, 0.0, 0.0, "random")
     assert (fora.step_weight, fora.layer_weight, fora.spatial_weight, fora.cache_weight) == (0, 0, 0, 0)
     assert ToCaConfig.preset("random") == dataclasses.replace(ToCaConfig(), score="random")
+
+
+def test_opensora_and_flux_presets():
+    opensora = ToCaConfig.preset("opensora")
+    assert (opensora.fresh_ratio, opensora.mlp_weight, opensora.cross_attention_weight) == (0.1, 1.495, 0.0)
+    assert opensora.leading_full_steps == 3 and opensora.self_attention_weight == 0.0
+    flux = ToCaConfig.preset("flux")
+    assert (flux.fresh_ratio, flux.interval, flux.leading_full_steps) == (0.1, 4, 3)
+    assert (flux.mlp_weight, flux.mixed_weight) == (0.4, 1.6)
+    for layer in range(57):  # FLUX.1: 19 double-stream + 38 single-stream blocks
+        ratio = site_ratio(flux, 0.5, layer, 57, "mixed")
+        assert math.isclose(ratio, min(max(0.1 * (1.5 - layer / 27) * 1.6, 0.0), 1.0), abs_tol=1e-12)
+
+
+def test_layer_center_shifts_the_layer_factor():
+    base, shifted = ToCaConfig(layer_weight=0.5), ToCaConfig(layer_weight=0.5, layer_center=0.75)
+    for layer in range(4):
+        difference = site_ratio(base, 0.3, layer, 4, "mlp") - site_ratio(shifted, 0.3, layer, 4, "mlp")
+        assert math.isclose(difference, base.fresh_ratio * _linear(0.9, 0.3) * 0.25 * base.mlp_weight)
 
 
 def test_preset_overrides_and_unknown_name():

@@ -63,6 +63,60 @@ class ChannelMLP(nn.Module):
         return self.b(F.silu(self.a(F.layer_norm(x, x.shape[-1:])))).softmax(dim=-1)
 
 
+class FrameReshapeMLP(nn.Module):
+    """Rows regrouped across frames (B, T*S, C) -> (B*T, S, C): the rows are no longer the stream's."""
+
+    def __init__(self, dim=8):
+        super().__init__()
+        self.a = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        return self.a(x.reshape(b * 2, n // 2, c)).reshape(b, n, c)
+
+
+class SliceAttendRecat(nn.Module):
+    """HunyuanVideo single-stream style: attention over two slices of the stream put back in order,
+    joined with an MLP by one projection: a mixed site."""
+
+    def __init__(self, dim=8):
+        super().__init__()
+        self.q, self.mlp, self.o = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(2 * dim, dim)
+
+    def forward(self, x):
+        h = self.q(x)
+        first, rest = h[:, :4], h[:, 4:]
+        q = torch.cat([first, rest], dim=1)
+        attn = F.scaled_dot_product_attention(q, q, q)
+        return self.o(torch.cat([attn, F.gelu(self.mlp(x))], dim=2))
+
+
+class JoinedRowsMLP(nn.Module):
+    """CogVideoX style: an MLP over the stream joined with other rows, the stream's rows sliced back."""
+
+    def __init__(self, dim=8):
+        super().__init__()
+        self.a = nn.Linear(dim, dim)
+        self.register_buffer("other", torch.randn(1, 3, dim))
+
+    def forward(self, x):
+        joined = torch.cat([self.other.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.a(joined)[:, 3:]
+
+
+class JoinedRowsAttention(nn.Module):
+    """Attention over the stream joined with other rows (joint attention): reused as joint attention."""
+
+    def __init__(self, dim=8):
+        super().__init__()
+        self.a = nn.Linear(dim, dim)
+        self.register_buffer("other", torch.randn(1, 3, dim))
+
+    def forward(self, x):
+        joined = self.a(torch.cat([self.other.expand(x.shape[0], -1, -1), x], dim=1))
+        return F.scaled_dot_product_attention(joined, joined, joined)[:, 3:]
+
+
 def sites_of(branch):
     torch._dynamo.reset()
     toca = toca_fx.ToCa(compiler="eager", num_steps=2)
@@ -78,6 +132,10 @@ def sites_of(branch):
         (ChannelMLP(), "mlp", "partial", ""),
         (LinearAttention(), "self_attention", "reuse", "token-mixing"),
         (TokenSoftmax(), "self_attention", "reuse", "token-mixing"),
+        (FrameReshapeMLP(), "mlp", "reuse", "token-mixing"),
+        (SliceAttendRecat(), "mixed", "partial", ""),
+        (JoinedRowsMLP(), "mlp", "partial", ""),
+        (JoinedRowsAttention(), "joint_attention", "reuse", "token-mixing"),
         (UnknownOp(), "mlp", "full", "unknown op 'cumsum'"),
     ],
 )

@@ -28,7 +28,8 @@ class ToCaConfig:
     spatial_grid: int = 4  # g: s4 gives a bonus to the best token of each g x g cell
     spatial_weight: float = 0.4  # lambda4: weight of s4 (0 turns it off)
     step_weight: float = 0.9  # w of the step factor 1 + w - 2w*p over step progress p
-    layer_weight: float = 0.6  # w of the layer factor 1 + w - 2w*x over layer depth x
+    layer_weight: float = 0.6  # w of the layer factor c + w - 2w*x over layer depth x
+    layer_center: float = 1.0  # c: the layer factor at mid-depth (FLUX's 1.5 - l/27 is not centred on 1)
     self_attention_weight: float = 0.0  # per-kind ratio factors (f_module)
     cross_attention_weight: float = 0.6
     mlp_weight: float = 1.6
@@ -53,7 +54,7 @@ class ToCaConfig:
         _check_real("fresh_ratio", self.fresh_ratio, 0.0, 1.0)
         for name in ("cache_weight", "spatial_weight") + tuple(f"{k}_weight" for k in SITE_KINDS):
             _check_real(name, getattr(self, name), 0.0, math.inf)
-        for name in ("step_weight", "layer_weight"):
+        for name in ("step_weight", "layer_weight", "layer_center"):
             _check_real(name, getattr(self, name), -math.inf, math.inf)
         # The interval divisor 1 - w + 2*w*p must stay positive for every p in [0, 1].
         _check_real("interval_step_weight", self.interval_step_weight, -1.0, 1.0, closed=False)
@@ -121,6 +122,34 @@ _PRESETS = {
         cache_weight=0.0,
     ),
     "random": dict(score="random"),
+    # OpenSora: s2 + s3 scores, no spatial bonus, CFG halves share tokens; no step or layer factor.
+    "opensora": dict(
+        fresh_ratio=0.1,
+        interval=3,
+        mlp_weight=1.495,
+        cross_attention_weight=0.0,
+        leading_full_steps=3,
+        step_weight=0.0,
+        layer_weight=0.0,
+        interval_step_weight=0.0,
+        spatial_weight=0.0,
+    ),
+    # FLUX: f_layer = 1.5 - l/27 over its 57 blocks (l = 0..56, depth x = l/56) is
+    # c + w - 2w*x with w = 28/27, c = 25/54. Double-stream blocks' partial sites are MLPs (x0.4),
+    # single-stream blocks are mixed sites (x1.6).
+    "flux": dict(
+        fresh_ratio=0.1,
+        interval=4,
+        score="attention",
+        layer_weight=28 / 27,
+        layer_center=25 / 54,
+        step_weight=0.0,
+        mlp_weight=0.4,
+        mixed_weight=1.6,
+        leading_full_steps=3,
+        interval_step_weight=0.0,
+        spatial_weight=0.0,
+    ),
 }
 PRESETS = tuple(_PRESETS)
 

@@ -54,7 +54,7 @@ def site_ratio(config: ToCaConfig, progress: float, layer: int, num_layers: int,
     """The fraction of a site's tokens to refresh: fresh_ratio * f_step * f_layer * f_module, clamped."""
     depth = layer / (num_layers - 1) if num_layers > 1 else 0.0
     f_step = _linear(config.step_weight, progress)
-    f_layer = _linear(config.layer_weight, depth)
+    f_layer = _linear(config.layer_weight, depth) - 1 + config.layer_center
     ratio = config.fresh_ratio * f_step * f_layer * config.kind_weight(kind)
     return min(max(ratio, 0.0), 1.0)
 

@@ -36,14 +36,27 @@ class RegionAnalysis:
         return any(s.policy != "full" for s in self.sites)
 
 
+def _score_length(kind: str, attention: fx.Node) -> int:
+    """Tokens a score from this SDPA covers: keys for s1 (attention received), queries for s2."""
+    ops = sdpa_operands(attention)
+    return example_value(ops.key if kind == "attention" else ops.query).shape[-2]
+
+
 def _score_source(config: ToCaConfig, block_sites: list[Site]) -> tuple[ScoreSource, str]:
-    """Pick the block's score source; fall back to the other attention score, then random."""
+    """Pick the block's score source; fall back to the other attention score, then random.
+
+    A score must have one entry per token of every partial site in the block: the SDPA of a joint
+    attention covers two streams' tokens, and a block with streams of different lengths has none.
+    """
+    tokens = {s.num_tokens for s in block_sites if s.policy == "partial"}
     by_kind = {"attention": None, "cross_entropy": None}
     for site in block_sites:
         if site.attention is None or site.policy == "full":
             continue
         keys_from_stream = sdpa_operands(site.attention).key in site.flow.dims
-        by_kind["attention" if keys_from_stream else "cross_entropy"] = site.attention
+        kind = "attention" if keys_from_stream else "cross_entropy"
+        if tokens == {_score_length(kind, site.attention)}:
+            by_kind[kind] = site.attention
     if config.score == "random":
         return ScoreSource("random", None), ""
     if by_kind[config.score] is not None:

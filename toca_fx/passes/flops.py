@@ -45,8 +45,14 @@ def node_flops(module: fx.GraphModule, inputs: list | None = None) -> dict[str, 
 
 def site_costs(module: fx.GraphModule, sites) -> tuple[int, list[int], list[int]]:
     """The region's FLOPs, and per site the FLOPs that scale with its tokens and the FLOPs of
-    context work only that site needs (e.g. the text key/value projections of a cross-attention)."""
+    context work only that site needs (e.g. the text key/value projections of a cross-attention).
+    A node shared by several sites' branches (a joint attention core) is split between them in
+    proportion to their token counts, so that it is counted once."""
     flops = node_flops(module)
+    tokens_sharing: dict[fx.Node, int] = {}
+    for site in sites:
+        for node in site.nodes:
+            tokens_sharing[node] = tokens_sharing.get(node, 0) + site.num_tokens
     token, context = [], []
     for site in sites:
         branch = set(site.nodes)
@@ -59,6 +65,6 @@ def site_costs(module: fx.GraphModule, sites) -> tuple[int, list[int], list[int]
                 and all(u in branch or u in exclusive for u in node.users)
             ):
                 exclusive.add(node)
-        token.append(sum(flops[n.name] for n in branch))
+        token.append(sum(flops[n.name] * site.num_tokens / tokens_sharing[n] for n in branch))
         context.append(sum(flops[n.name] for n in exclusive))
     return sum(flops.values()), token, context

@@ -62,5 +62,8 @@ def prove_at_token_count(site, tokens: int) -> None:
         raise Unprovable(f"fake-tensor check at {tokens} tokens failed: {type(exc).__name__}: {exc}") from exc
     for node in fresh:
         value = interpreter.values[node.name]
-        if isinstance(value, torch.Tensor) and value.shape[flow.dims[node]] != tokens:
-            raise Unprovable(f"{node.name} has {value.shape[flow.dims[node]]} tokens, not {tokens}, at its token axis")
+        expected = tokens + flow.extra_rows.get(node, 0)  # joined values also carry another stream's rows
+        if isinstance(value, torch.Tensor) and value.shape[flow.dims[node]] != expected:
+            raise Unprovable(
+                f"{node.name} has {value.shape[flow.dims[node]]} tokens, not {expected}, at its token axis"
+            )

@@ -12,10 +12,23 @@ Each site is then classified with the token analysis (:mod:`.tokens`):
 
 * no token-mixing op before the output → ``partial`` (``mlp``, or ``cross_attention`` when an SDPA
   takes keys from outside the stream);
-* a mixing op whose result flows straight to the output → ``reuse`` (``self_attention``);
+* a mixing op whose result flows straight to the output → ``reuse`` (``self_attention``, or
+  ``joint_attention`` when the stream's tokens are joined with another stream's before it);
 * a mixing op joined with token-local work before the output (FLUX single-stream) → ``partial``
   (``mixed``): the mixing op's rows come from an interior cache;
 * anything the analysis cannot prove → ``full`` (exact recompute), with the reason.
+
+Joint attention computes one mixing core for two streams (SD3, FLUX double-stream)::
+
+    x_img ─ qkv ─┐                       ┌─ [:N_img] ─ out ─▶ site(x_img)
+                 cat ─ sdpa ─ split ─────┤
+    x_txt ─ qkv ─┘                       └─ [N_img:] ─ out ─▶ site(x_txt)
+
+The core is used outside each site's branch (by the other's). A reused site may share nodes with
+other reused sites: at partial steps no one needs the core, and it is dropped. A token-local core
+shared by two streams (CogVideoX's FF over cat(text, video), sliced back per stream) is partial
+for the longer stream, whose fresh rows run with the shorter stream's current rows joined, and the
+shorter stream's site is reused. Any other sharing makes the site recompute fully, with the reason.
 """
 
 from __future__ import annotations
@@ -27,9 +40,19 @@ import torch
 import torch.fx as fx
 
 from . import counters
-from .graph import Ancestry, example_value, module_path, tensor_args
+from .graph import Ancestry, example_value, module_path
 from .prove import prove_at_token_count
-from .tokens import SDPA, WEIGHTED_OPS, TokenFlow, Unprovable, sdpa_operands, trace_tokens
+from .tokens import (
+    MATMUL,
+    SDPA,
+    WEIGHTED_OPS,
+    TokenFlow,
+    Unprovable,
+    cast_source,
+    sdpa_operands,
+    trace_tokens,
+    value_args,
+)
 
 _ADDS = {operator.add, torch.add, operator.iadd}
 _PEELABLE = {operator.mul, torch.mul, operator.truediv, torch.div, operator.add, torch.add}
@@ -82,7 +105,10 @@ def _is_residual_add(node: fx.Node, ancestry: Ancestry) -> tuple[fx.Node, fx.Nod
     if values[0].shape != values[1].shape or values[0].dim() != 3:
         return None
     for stream, branch in ((a, b), (b, a)):
-        if ancestry.is_ancestor(stream, branch):
+        # The branch may read its own cast of the stream: x + f(x.float()) written as x.float() + ...
+        while stream is not None and not ancestry.is_ancestor(stream, branch):
+            stream = cast_source(stream)
+        if stream is not None:
             return stream, branch
     return None
 
@@ -109,7 +135,7 @@ def _classify(site: Site) -> None:
     site.attention = attention[0] if attention else None
     tainted: set[fx.Node] = set()
     for node in site.nodes:
-        if node in flow.mixing or any(a in tainted for a in tensor_args(node)):
+        if node in flow.mixing or any(a in tainted for a in value_args(node)):
             tainted.add(node)
     if site.output not in tainted:
         cross = any(sdpa_operands(n).key not in flow.dims for n in attention)
@@ -119,14 +145,26 @@ def _classify(site: Site) -> None:
     joins = [
         n
         for n in site.nodes
-        if n in tainted and n not in flow.mixing and any(a in flow.dims and a not in tainted for a in tensor_args(n))
+        if n in tainted and n not in flow.mixing and any(a in flow.dims and a not in tainted for a in value_args(n))
     ]
     if not joins:
-        site.kind, site.policy = "self_attention", "reuse"
+        site.kind, site.policy = _reused_kind(site), "reuse"
         site.reason = "token-mixing op feeds the output: reused whole at partial steps"
         return
     site.kind, site.policy = "mixed", "partial"
-    site.interior = list(dict.fromkeys(a for n in joins for a in tensor_args(n) if a in tainted))
+    site.interior = list(dict.fromkeys(a for n in joins for a in value_args(n) if a in tainted))
+    if any(n in flow.extra_rows for n in site.interior):
+        raise Unprovable("a token-mixing result joined with token-local work still carries another stream's rows")
+
+
+def _reused_kind(site: Site) -> str:
+    if site.flow.joined:
+        return "joint_attention"
+    # A mixing op proper (softmax or a matmul over tokens, SDPA), not only a value whose rows were
+    # reshaped across frames (opaque, token axis None), as a convolution over the 2-D grid needs.
+    flow = site.flow
+    mixers = [n for n in flow.mixing if flow.dims[n] is not None or n.target in SDPA or n.target in MATMUL]
+    return "self_attention" if mixers else "mlp"
 
 
 def _prove(site: Site) -> None:
@@ -138,20 +176,62 @@ def _prove(site: Site) -> None:
     prove_at_token_count(site, max(1, site.num_tokens // 2 - 1))
 
 
-def _check_contained(site: Site, tail: set[fx.Node]) -> None:
+def _outside_uses(site: Site, tail: set[fx.Node]) -> list[tuple[fx.Node, fx.Node]]:
+    """(node, user) pairs where a branch node other than the output feeds something outside the site."""
     inside = set(site.nodes) | tail
-    for node in site.nodes:
-        if node is site.output:
-            continue
-        outside = [u for u in node.users if u not in inside]
-        if outside:
-            raise Unprovable(f"{node.name} is also used outside the branch by {outside[0].name}")
+    return [(n, u) for n in site.nodes if n is not site.output for u in n.users if u not in inside]
+
+
+def _settle_shared_nodes(sites: list[Site], outside: list[list[tuple[fx.Node, fx.Node]]]) -> None:
+    """Sites whose nodes are also used outside them (a core shared by two streams' sites).
+
+    A reused site may share nodes with other reused sites: at partial steps nobody needs the core.
+    A partial site may share them with a site of a shorter (or equally long, later) stream, which is
+    then reused: the partial step's fresh computation carries the shorter stream's rows anyway
+    (CogVideoX's FF over text + video). Any other sharing makes the site recompute fully.
+    """
+    owner = {n: site for site in sites for n in site.nodes}
+
+    demoted: set[int] = set()  # reused for a longer partner: the partner may stay partial
+
+    def stray(index: int, site: Site) -> list[tuple[fx.Node, fx.Node]]:
+        allowed = ("reuse", "partial") if index in demoted else ("reuse",)
+        return [(n, u) for n, u in outside[index] if owner.get(u) is None or owner[u].policy not in allowed]
+
+    def key(site: Site) -> tuple[int, int]:
+        return (site.num_tokens, -sites.index(site))
+
+    settled = False
+    while not settled:
+        settled = True
+        for index, site in enumerate(sites):
+            others = [owner.get(u) for _, u in stray(index, site)]
+            if site.policy != "partial" or not others or None in others:
+                continue
+            if all(o.policy == "partial" and key(o) > key(site) for o in others):
+                longer = max(others, key=key)
+                site.policy = "reuse"
+                demoted.add(index)
+                site.reason = f"shares its token-local core with {longer.name}: reused whole at partial steps"
+                settled = False
+        for index, site in enumerate(sites):
+            left = stray(index, site) if site.policy != "full" else []
+            if left and (site.policy == "reuse" or any(owner.get(u) is None for _, u in left)):
+                node, user = left[0]
+                site.policy, site.reason = "full", f"{node.name} is also used outside the branch by {user.name}"
+                settled = False
+    for index, site in enumerate(sites):  # partial sites whose partner stayed partial
+        left = stray(index, site) if site.policy != "full" else []
+        if left:
+            node, user = left[0]
+            site.policy, site.reason = "full", f"{node.name} is also used outside the branch by {user.name}"
 
 
 def find_sites(graph: fx.Graph) -> list[Site]:
     """All residual sites of ``graph`` in graph order, classified."""
     ancestry = Ancestry(graph)
     sites: list[Site] = []
+    outside: list[list[tuple[fx.Node, fx.Node]]] = []
     for node in graph.nodes:
         found = _is_residual_add(node, ancestry)
         if found is None:
@@ -173,14 +253,17 @@ def find_sites(graph: fx.Graph) -> list[Site]:
             nodes=[n for n in nodes if n not in tail],
         )
         try:
-            _check_contained(site, tail)
             _classify(site)
             _prove(site)
         except Unprovable as exc:
             site.policy, site.reason = "full", str(exc)
             site.kind = "self_attention" if any(n.target in SDPA for n in site.nodes) else "mlp"
         sites.append(site)
-    sites = _innermost(sites)
+        outside.append(_outside_uses(site, tail))
+    kept = {id(site) for site in _innermost(sites)}
+    outside = [uses for site, uses in zip(sites, outside) if id(site) in kept]
+    sites = [site for site in sites if id(site) in kept]
+    _settle_shared_nodes(sites, outside)
     counters.update(f"site:{s.kind}:{s.policy}" for s in sites)
     blocks = list(dict.fromkeys(s.block for s in sites))
     for site in sites:
@@ -189,6 +272,19 @@ def find_sites(graph: fx.Graph) -> list[Site]:
 
 
 def _innermost(sites: list[Site]) -> list[Site]:
-    """Drop sites whose branch contains another site's residual add (keep the innermost)."""
+    """Resolve nested sites, where one branch contains another site's residual add.
+
+    Usually the inner add is the stream of later blocks, and the inner site is kept. When the inner
+    add's result is used only inside the outer branch (AuraFlow: ``x + ff(norm(x + attn(x)))``), it
+    is no stream: the outer site is kept, and classification makes it a mixed site.
+    """
     residuals = {s.residual for s in sites}
-    return [s for s in sites if not any(n in residuals for n in s.nodes)]
+    dropped: set[fx.Node] = set()  # residual adds of the dropped sites
+    for outer in sites:
+        inner = [n for n in outer.nodes if n in residuals]
+        inside = set(outer.nodes)
+        if inner and all(u in inside for add in inner for u in add.users):
+            dropped.update(inner)
+        elif inner:
+            dropped.add(outer.residual)
+    return [s for s in sites if s.residual not in dropped]

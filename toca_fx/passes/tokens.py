@@ -10,6 +10,15 @@ shapes Dynamo recorded::
 An op either keeps tokens apart (linear on channels, layer norm, pointwise math, reshapes that
 leave the token axis whole, SDPA whose keys do not come from the stream) or *mixes* them (SDPA or
 a matmul whose both sides come from the stream, a softmax or reduction over the token axis).
+Ops that move tokens between rows or batch entries (a reshape that splits or merges the token axis,
+as video models do between spatial and temporal attention; a cat or split along it, as joint
+attention does with a second stream; indexing along it) leave a value whose rows are no longer the
+stream's tokens. Such a value is *opaque*: its token axis is ``None``, it counts as mixing, and so
+does everything computed from it. A site whose output is opaque is reused whole, never run on
+fresh tokens::
+
+    x (B,T*S,C) -t1-> reshape(B*T,S,C) -opaque-> sdpa -opaque-> reshape(B,T*S,C) -opaque->  (reused)
+
 Anything else raises :class:`Unprovable` with the reason: the analysis never guesses.
 """
 
@@ -34,12 +43,16 @@ class Unprovable(Exception):
 class TokenFlow:
     """Token axis of every stream-dependent node, the token-mixing nodes, and shape args to rewrite."""
 
-    dims: dict[fx.Node, int]
+    dims: dict[fx.Node, int | None]  # None: opaque (the rows are no longer the stream's tokens)
     mixing: frozenset[fx.Node]
-    token_args: dict[fx.Node, tuple[int, ...]]  # node -> positions in its shape arguments that hold N
+    # node -> where N sits in its arguments: positions in a view/reshape/expand shape,
+    # ("slice", index position, offset) in a getitem, ("split", piece) in split sizes
+    token_args: dict[fx.Node, tuple]
     # Nodes that read a side input laid out by token (a RoPE table, a positional embedding): they
     # cannot run on fresh tokens alone, which only matters if a partial step needs them.
     token_indexed: dict[fx.Node, str]
+    joined: frozenset[fx.Node]  # cats along the token axis that join another stream's tokens (joint attention)
+    extra_rows: dict[fx.Node, int]  # values that carry another stream's rows besides the stream's N
 
 
 _POINTWISE_FUNCTIONS = {
@@ -124,7 +137,7 @@ _SHAPE_ARG_METHODS = {"view", "reshape", "expand"}
 _REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "std", "norm", "logsumexp"}
 _SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, F.normalize}
 SDPA = (F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention)
-_MATMUL = {torch.matmul, operator.matmul, torch.bmm}
+MATMUL = {torch.matmul, operator.matmul, torch.bmm}
 WEIGHTED_OPS = {
     F.linear,
     torch.matmul,
@@ -185,13 +198,14 @@ def _reshape_dim(in_shape, dim, out_shape) -> int:
     for j, size in enumerate(out_shape):
         if size == in_shape[dim] and math.prod(out_shape[:j]) == prefix:
             return j
-    raise Unprovable(f"reshape {tuple(in_shape)} -> {tuple(out_shape)} splits or merges the token axis")
+    raise _Opaque(f"reshape {tuple(in_shape)} -> {tuple(out_shape)} splits or merges the token axis")
 
 
-def _getitem_dim(index, dim, ndim) -> int:
+def _getitem_dim(index, dim, ndim) -> tuple[int, object]:
+    """Output token axis of ``x[index]``, and the index element applied to the token axis."""
     index = index if isinstance(index, tuple) else (index,)
     if any(isinstance(i, (fx.Node, torch.Tensor, list)) for i in index):
-        raise Unprovable("tensor indexing of a token-carrying value")
+        raise _Opaque("tensor indexing of a token-carrying value")
     consumed = sum(1 for i in index if i is not None and i is not Ellipsis)
     expanded = []
     for i in index:
@@ -203,13 +217,32 @@ def _getitem_dim(index, dim, ndim) -> int:
             out += 1
             continue
         if src == dim:
-            if i != slice(None):
-                raise Unprovable("indexing along the token axis")
-            return out
+            if isinstance(i, int):
+                raise _Opaque("indexing along the token axis")
+            return out, i
         if not isinstance(i, int):
             out += 1
         src += 1
     raise Unprovable("getitem lost the token axis")
+
+
+def value_args(node: fx.Node) -> list[fx.Node]:
+    """Inputs whose values (not only dtype) reach the output: ``x.type_as(y)`` reads only ``x``."""
+    if is_method(node, *_DTYPE_ONLY_METHODS) and isinstance(node.args[0], fx.Node):
+        return [node.args[0]]
+    return tensor_args(node)
+
+
+def cast_source(node) -> fx.Node | None:
+    """``x`` for a dtype cast ``x.float()``/``x.to(dtype)``/``x.type_as(y)`` that keeps the shape, else None."""
+    if not isinstance(node, fx.Node) or not is_method(node, "float", "half", "bfloat16", *_DTYPE_ONLY_METHODS):
+        return None
+    source = node.args[0]
+    return source if _shape(source) == _shape(node) else None
+
+
+class _Opaque(Exception):
+    """The op moves tokens across rows: its output is opaque (see the module docstring)."""
 
 
 class _Tracer:
@@ -218,6 +251,18 @@ class _Tracer:
         self.mixing: set[fx.Node] = set()
         self.token_args: dict[fx.Node, tuple[int, ...]] = {}
         self.token_indexed: dict[fx.Node, str] = {}
+        self.joined: set[fx.Node] = set()
+        # Slices of the stream along the token axis: node -> (start, stop) in stream tokens. A cat
+        # of slices that tiles [0, N) in order is the whole stream again (HunyuanVideo single blocks).
+        self.windows: dict[fx.Node, tuple[int, int]] = {}
+        self.split_windows: dict[fx.Node, list[tuple[int, int]]] = {}
+        self.retiled: set[fx.Node] = set()  # cats that put slices back together in order
+        # Stream values joined with another stream's rows along the token axis (CogVideoX's FF over
+        # text + video): node -> (offset of the stream's rows, number of other rows). Token-local
+        # ops keep the layout; a slice that takes back exactly the stream's rows ends it.
+        self.extended: dict[fx.Node, tuple[int, int]] = {}
+        self.split_extended: dict[fx.Node, int] = {}  # split of an extended value -> the stream's piece
+        self.unextended: set[fx.Node] = set()
         self.num_tokens = _shape(source)[source_dim]
 
     def stream_inputs(self, node):
@@ -229,13 +274,46 @@ class _Tracer:
             return
         if node.op != "call_function" and node.op != "call_method":
             raise Unprovable(f"{node.op} {op_name(node)} consumes the stream")
-        self.dims[node] = self.output_dim(node, ins)
+        if any(self.dims[a] is None for a in ins):
+            self.dims[node] = None
+            self.mixing.add(node)
+            return
+        windows = {self.windows.get(a) for a in ins}
+        layouts = {self.extended.get(a) for a in ins}
+        try:
+            self.dims[node] = self.output_dim(node, ins)
+        except _Opaque:
+            self.dims[node] = None
+            self.mixing.add(node)
+            return
+        decided = node in self.windows or node in self.split_windows or node in self.retiled
+        decided = decided or node in self.extended or node in self.split_extended or node in self.unextended
+        if layouts != {None} and not decided:
+            if len(layouts) != 1 or windows != {None}:  # stream rows at different places meet
+                self.dims[node] = None
+                self.mixing.add(node)
+                return
+            self.extended[node] = layouts.pop()
+        if windows != {None} and not decided:
+            if len(windows) != 1 or node in self.mixing:  # different token ranges meet, or get mixed
+                self.dims[node] = None
+                self.mixing.add(node)
+            else:
+                self.windows[node] = windows.pop()
+        if node in self.windows:
+            self.token_indexed.setdefault(node, f"{op_name(node)} works on a slice of the tokens")
 
     def output_dim(self, node, ins) -> int:
         target, name = node.target, op_name(node)
         out_shape = _shape(node)
         x = node.args[0] if node.args else None
         if target is operator.getitem and not isinstance(example_value(x), torch.Tensor):
+            if x in self.split_windows:  # a piece of a split along the token axis
+                self.windows[node] = self.split_windows[x][node.args[1]]
+            if x in self.split_extended:
+                if node.args[1] != self.split_extended[x]:
+                    raise _Opaque("a piece of the token axis holding other rows")
+                self.unextended.add(node)
             return self.dims[x]  # element of a chunk/split tuple: same token axis
         if out_shape is None and not (
             is_method(node, "chunk", "split", "unbind") or target in (torch.chunk, torch.split)
@@ -243,7 +321,7 @@ class _Tracer:
             raise Unprovable(f"{name} returns a non-tensor from the stream")
         if target in SDPA:
             return self.sdpa(node)
-        if target in _MATMUL:
+        if target in MATMUL:
             return self.matmul(node, ins)
         if target is F.linear:
             return self.channel_op(node, x, 1)
@@ -254,11 +332,19 @@ class _Tracer:
             return self.along(node, x, dim, mixes=True)
         if is_method(node, *_REDUCTIONS) or target in (torch.sum, torch.mean, torch.amax, torch.var, torch.norm):
             return self.reduction(node, x)
-        if is_method(node, "chunk", "split", "unbind") or target in (torch.chunk, torch.split):
+        if is_method(node, "chunk", "split") or target in (torch.chunk, torch.split):
             dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
+            if _norm_dim(dim, example_value(x).dim()) == self.dims[x]:
+                return self.split_along_tokens(node, x)
+            return self.dims[x]
+        if is_method(node, "unbind"):
+            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
             return self.along(node, x, dim, mixes=False)
         if target is operator.getitem:
-            return _getitem_dim(node.args[1], self.dims[x], example_value(x).dim())
+            dim, token_index = _getitem_dim(node.args[1], self.dims[x], example_value(x).dim())
+            if token_index != slice(None):
+                self.slice_window(node, x, token_index)
+            return dim
         if target in (torch.cat, torch.stack):
             return self.concat(node)
         if is_method(node, "transpose", "swapaxes") or target is torch.transpose:
@@ -268,8 +354,16 @@ class _Tracer:
             return list(_norm_dim(p, len(perm)) for p in perm).index(self.dims[x])
         if target in _RESHAPE_FUNCTIONS or is_method(node, *_RESHAPE_METHODS) or is_method(node, "expand"):
             return self.reshape(node, x, out_shape)
+        if is_method(node, *_DTYPE_ONLY_METHODS):
+            return self.dims[x]
         if target in _POINTWISE_FUNCTIONS or is_method(node, *_POINTWISE_METHODS):
             return self.pointwise(node, ins, out_shape)
+        if target in (F.pad, torch._C._nn.pad):
+            return self.pad(node, x)
+        if is_method(node, "repeat", "repeat_interleave") or target is torch.repeat_interleave:
+            return self.repeat(node, x, out_shape)
+        if target in (torch.view_as_complex, torch.view_as_real):
+            return self.channel_op(node, x, 1) if target is torch.view_as_complex else self.dims[x]
         raise Unprovable(f"unknown op {name!r} on the stream")
 
     def pointwise(self, node, ins, out_shape) -> int:
@@ -277,12 +371,75 @@ class _Tracer:
         if len(dims) != 1:
             raise Unprovable(f"{op_name(node)} combines stream values with different token axes")
         dim = dims.pop()
-        side = [] if is_method(node, *_DTYPE_ONLY_METHODS) else [a for a in tensor_args(node) if a not in self.dims]
+        side = [a for a in tensor_args(node) if a not in self.dims]
         for a in side:
             shape = _shape(a)
             at = dim - (len(out_shape) - len(shape))
             if at >= 0 and shape[at] != 1:
                 self.token_indexed[node] = f"{op_name(node)} reads a side input {a.name} indexed by token"
+        return dim
+
+    def slice_window(self, node, x, index) -> None:
+        """``x[..., a:b, ...]`` along the token axis: a window of the stream's tokens, or the
+        stream's own rows taken back from an extended value."""
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise _Opaque("strided or computed indexing along the token axis")
+        if any(isinstance(v, fx.Node) for v in (index.start, index.stop)):
+            raise _Opaque("slice of the token axis with computed bounds")
+        if x in self.extended:
+            offset, extra = self.extended[x]
+            if index.indices(self.num_tokens + extra)[:2] != (offset, offset + self.num_tokens):
+                raise _Opaque("a slice of the token axis holding other rows")
+            items = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+            position = next(i for i, item in enumerate(items) if item is index)
+            self.unextended.add(node)
+            if index.stop is not None or offset + self.num_tokens != self.num_tokens + extra:
+                self.token_args[node] = ("slice", position, offset)
+            return
+        base, stop = self.windows.get(x, (0, self.num_tokens))
+        start, end, _ = index.indices(stop - base)
+        if end <= start:
+            raise _Opaque("empty slice of the token axis")
+        self.windows[node] = (base + start, base + end)
+
+    def split_along_tokens(self, node, x) -> int:
+        base, stop = self.windows.get(x, (0, self.num_tokens))
+        size = node.kwargs.get("split_size_or_sections", node.args[1] if len(node.args) > 1 else None)
+        if x in self.extended:
+            offset, extra = self.extended[x]
+            if not isinstance(size, (list, tuple)) or any(not isinstance(n, int) for n in size):
+                raise _Opaque(f"{op_name(node)} of joined tokens with computed sizes")
+            starts = [sum(size[:i]) for i in range(len(size))]
+            if (offset, self.num_tokens) not in zip(starts, size):
+                raise _Opaque(f"{op_name(node)} of joined tokens that cuts the stream's rows")
+            piece = list(zip(starts, size)).index((offset, self.num_tokens))
+            self.split_extended[node] = piece
+            self.token_args[node] = ("split", piece)
+            return self.dims[x]
+        if is_method(node, "chunk") or node.target is torch.chunk:
+            size = -(-(stop - base) // size)
+        if isinstance(size, int):
+            size = [min(size, stop - base - i) for i in range(0, stop - base, size)]
+        if not isinstance(size, (list, tuple)) or any(not isinstance(n, int) for n in size):
+            raise _Opaque(f"{op_name(node)} along the token axis with computed sizes")
+        starts = [base + sum(size[:i]) for i in range(len(size))]
+        self.split_windows[node] = [(a, a + n) for a, n in zip(starts, size)]
+        return self.dims[x]
+
+    def pad(self, node, x) -> int:
+        pads = node.kwargs.get("pad", node.args[1] if len(node.args) > 1 else ())
+        from_last = example_value(x).dim() - 1 - self.dims[x]
+        if any(isinstance(p, fx.Node) for p in pads):
+            raise Unprovable("pad with computed sizes")
+        if tuple(pads[2 * from_last : 2 * from_last + 2]) not in ((), (0, 0)):
+            raise _Opaque("pad along the token axis")
+        return self.dims[x]
+
+    def repeat(self, node, x, out_shape) -> int:
+        """Repeats along other axes keep tokens apart; along the token axis they make copies of rows."""
+        dim = self.dims[x] + len(out_shape) - example_value(x).dim()
+        if out_shape[dim] != self.num_tokens:
+            raise _Opaque(f"{op_name(node)} along the token axis")
         return dim
 
     def channel_op(self, node, x, trailing: int) -> int:
@@ -295,7 +452,7 @@ class _Tracer:
         token = self.dims[x]
         if dim is None or _norm_dim(dim, example_value(x).dim()) == token:
             if not mixes:
-                raise Unprovable(f"{op_name(node)} splits the token axis")
+                raise _Opaque(f"{op_name(node)} splits the token axis")
             self.mixing.add(node)
         return token
 
@@ -323,7 +480,20 @@ class _Tracer:
             raise Unprovable("cat of stream values with different token axes")
         token, dim = tokens.pop(), _norm_dim(dim, ndim + (node.target is torch.stack))
         if node.target is torch.cat and dim == token:
-            raise Unprovable("cat along the token axis joins other tokens to the stream")
+            spans = [self.windows.get(t, (0, self.num_tokens)) if t in self.dims else None for t in tensors]
+            if all(spans) and [a for a, _ in spans] == [0] + [b for _, b in spans[:-1]]:
+                if spans[-1][1] != self.num_tokens:
+                    self.windows[node] = (0, spans[-1][1])
+                self.retiled.add(node)
+                return token
+            if any(t not in self.dims for t in tensors):
+                self.joined.add(node)
+            plain = [t for t in stream if t not in self.windows and t not in self.extended]
+            if len(stream) == 1 and plain:
+                offset = sum(_shape(t)[token] for t in tensors[: tensors.index(stream[0])])
+                self.extended[node] = (offset, _shape(node)[token] - self.num_tokens)
+                return token
+            raise _Opaque("cat along the token axis joins other tokens to the stream")
         if any(_shape(t)[token] != 1 for t in tensors if t not in self.dims) and node.target is torch.cat:
             self.token_indexed[node] = "cat with a side input indexed by token"
         return token + (node.target is torch.stack and dim <= token)
@@ -345,6 +515,13 @@ class _Tracer:
 
     def record_shape_arg(self, node, dim) -> None:
         """Remember where the literal token count sits in a view/reshape/expand shape."""
+        if node.args[0] in self.windows:  # never rewritten: slices do not run at partial steps
+            return
+        if node.args[0] in self.extended:
+            flat = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
+            if "shape" in node.kwargs or "size" in node.kwargs or flat[dim] != -1:
+                raise _Opaque(f"{op_name(node)} names the size of a joined token axis")
+            return
         flat = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
         if "shape" in node.kwargs or "size" in node.kwargs:
             raise Unprovable(f"{op_name(node)} with a keyword shape")
@@ -398,11 +575,34 @@ def trace_tokens(nodes: list[fx.Node], source: fx.Node, source_dim: int = 1) -> 
     tracer = _Tracer(source, source_dim)
     for node in nodes:
         tracer.visit(node)
-    return TokenFlow(dict(tracer.dims), frozenset(tracer.mixing), dict(tracer.token_args), dict(tracer.token_indexed))
+    return TokenFlow(
+        dict(tracer.dims),
+        frozenset(tracer.mixing),
+        dict(tracer.token_args),
+        dict(tracer.token_indexed),
+        frozenset(tracer.joined),
+        {node: extra for node, (_, extra) in tracer.extended.items()},
+    )
 
 
 def set_token_count(node: fx.Node, positions: tuple[int, ...], tokens: int) -> None:
     """Write ``tokens`` at ``positions`` of a view/reshape/expand shape (see ``TokenFlow.token_args``)."""
+    if not positions:  # nothing to rewrite (and the args may all be keywords)
+        return
+    if positions[0] == "slice":  # x[..., offset:offset + N, ...] -> x[..., offset:offset + tokens, ...]
+        _, position, offset = positions
+        items = list(node.args[1]) if isinstance(node.args[1], tuple) else [node.args[1]]
+        items[position] = slice(offset, offset + tokens)
+        node.args = (node.args[0], tuple(items) if isinstance(node.args[1], tuple) else items[0])
+        return
+    if positions[0] == "split":  # split(x, [.., N, ..]) -> split(x, [.., tokens, ..])
+        sizes = list(node.kwargs.get("split_size_or_sections", node.args[1]))
+        sizes[positions[1]] = tokens
+        if "split_size_or_sections" in node.kwargs:
+            node.kwargs = {**node.kwargs, "split_size_or_sections": sizes}
+        else:
+            node.args = (node.args[0], sizes, *node.args[2:])
+        return
     args = list(node.args)
     packed = len(args) == 2 and isinstance(args[1], (tuple, list))
     shape = list(args[1] if packed else args[1:])
