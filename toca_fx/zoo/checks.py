@@ -22,6 +22,7 @@ RECOMPUTE_ALL = dict(
     fresh_ratio=1.0,
     step_weight=0.0,
     layer_weight=0.0,
+    layer_center=1.0,
     self_attention_weight=1.0,
     cross_attention_weight=1.0,
     mlp_weight=1.0,
