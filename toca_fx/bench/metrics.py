@@ -44,7 +44,8 @@ def class_accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Te
 
 def _gaussian(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     features = features.double()
-    return features.mean(dim=0), torch.cov(features.T)
+    dim = features.shape[1]
+    return features.mean(dim=0), torch.cov(features.T).reshape(dim, dim)  # cov of one feature is 0-d
 
 
 def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
