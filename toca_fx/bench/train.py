@@ -182,6 +182,7 @@ def main() -> None:
     ):
         if name in args.models:
             start = time.perf_counter()
+            torch.manual_seed(SEED)  # the initial weights must not depend on which models ran before
             ema, results[name] = train_diffusion(name, make(), predict, stages)
             save(ema, name, stages=stages, ema_decay=EMA_DECAY)
             timings[name] = time.perf_counter() - start
