@@ -39,7 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip-realistic", action="store_true", help="skip speed at realistic size")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.samples, args.batch_size, args.repeats = 4, 2, 1
+        args.samples, args.batch_size, args.repeats = 2, 2, 1
         args.intervals, args.ratios = [2], [0.3]
     return args
 
@@ -77,7 +77,8 @@ def run_rows(workload, method_list, compiler, repeats, progress) -> tuple[list[r
     return rows, samples
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict[str, list[runner.Row]]:
+    """Run the benchmark; returns its rows by table (workload name, and \"realistic\")."""
     args = parse_args(argv)
     command = "python -m toca_fx.bench " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
@@ -137,14 +138,18 @@ def main(argv=None) -> None:
         markdown.append((heading, body))
     notes = [
         *document.not_applicable_lines(),
-        f"Compilers: {'eager inner compilers (smoke run)' if args.smoke else 'Inductor'} for plain torch.compile, "
-        "toca_fx and the diffusers hooks (which run on top of plain torch.compile).",
+        "Compilers: Dynamo with eager inner compilers for plain torch.compile and toca_fx, diffusers hooks eager "
+        "(smoke run)"
+        if args.smoke
+        else "Compilers: Inductor for plain torch.compile and toca_fx; the diffusers hooks run on top of plain "
+        "torch.compile (Dynamo recompiles on their Python state; `graphs` counts the graphs it compiled).",
         f"Whole run: {elapsed / 60:.1f} minutes.",
     ]
     for line in notes:
         print(line)
     document.write_markdown(args.out / "BENCHMARKS.md", command, markdown, png, notes)
     print(f"wrote {args.out / 'BENCHMARKS.md'} and {png}")
+    return {**{workload.name: rows for workload, rows in sections}, "realistic": realistic_rows}
 
 
 if __name__ == "__main__":

@@ -39,19 +39,31 @@ class Method:
 
 
 class FlopTally:
-    """An inner compiler for toca_fx that runs each graph eagerly under FlopCounterMode and adds up its FLOPs."""
+    """An inner compiler for toca_fx that runs each graph eagerly and, while ``counting``, adds up its FLOPs
+    (FlopCounterMode entered inside the compiled frame, where Dynamo no longer looks)."""
 
     def __init__(self):
         self.total = 0
+        self.counting = False
 
     def __call__(self, gm, example_inputs):
         def run(*args):
+            if not self.counting:
+                return gm.forward(*args)
             with FlopCounterMode(display=False) as mode:
                 out = gm.forward(*args)
             self.total += mode.get_total_flops()
             return out
 
         return run
+
+    def count(self, generate_once: Callable[[], object]) -> float:
+        self.total, self.counting = 0, True
+        try:
+            generate_once()
+        finally:
+            self.counting = False
+        return float(self.total)
 
 
 def count_eager(run: Callable, reset: Callable[[], None] = lambda: None):
@@ -89,15 +101,23 @@ def toca(name: str, kind: str, preset: str, note: str = "", **overrides) -> Meth
     def prepare(workload, compiler):
         model = workload.model
         config = ToCaConfig.preset(preset, num_steps=workload.num_steps, compiler=compiler, **overrides)
-        backend = toca_fx.ToCa(config)
-        compiled = torch.compile(model, backend=backend, dynamic=False)
-
-        def count(generate) -> float:
+        if compiler == "eager":  # one compile serves both: the tally runs each graph as "eager" would
             tally = FlopTally()
-            twin = toca_fx.ToCa(config, inner_compiler=tally)
-            with torch.no_grad():
-                generate(torch.compile(model, backend=twin, dynamic=False))
-            return float(tally.total)
+            backend = toca_fx.ToCa(config, inner_compiler=tally)
+            compiled = torch.compile(model, backend=backend, dynamic=False)
+
+            def count(generate) -> float:
+                backend.reset()
+                return tally.count(lambda: generate(compiled))
+
+        else:  # an eager twin: FlopCounterMode sees no ops inside Inductor's kernels
+            backend = toca_fx.ToCa(config)
+            compiled = torch.compile(model, backend=backend, dynamic=False)
+
+            def count(generate) -> float:
+                tally = FlopTally()
+                twin = toca_fx.ToCa(config, inner_compiler=tally)
+                return tally.count(lambda: generate(torch.compile(model, backend=twin, dynamic=False)))
 
         return Prepared(compiled, count, reset=backend.reset, toca=backend)
 
@@ -106,7 +126,7 @@ def toca(name: str, kind: str, preset: str, note: str = "", **overrides) -> Meth
 
 def peer(hook: peers.Hook) -> Method:
     """A diffusers cache hook on a copy of the model, under plain torch.compile (Dynamo recompiles on the hooks'
-    Python state: allowed up to a few graphs per step)."""
+    Python state: allowed up to a few graphs per step); eager when ``compiler`` is "eager"."""
 
     def prepare(workload, compiler):
         model, num_steps, timestep = workload.model, workload.num_steps, peers.Timestep()
@@ -116,7 +136,8 @@ def peer(hook: peers.Hook) -> Method:
 
         hooked = peers.hooked_copy(model, hook, num_steps, timestep, calibrate)
         transformer = peers.diffusers_transformer(hooked)
-        compiled = torch.compile(hooked, backend=_plain_compile_backend(compiler), dynamic=False)
+        # Smoke runs (eager inner compilers) skip Dynamo here: its recompiles on hook state cost the most time.
+        compiled = hooked if compiler == "eager" else torch.compile(hooked, dynamic=False)
 
         def reset():
             peers.reset_hooks(transformer)
