@@ -125,7 +125,13 @@ HOOKS = (
     Hook("FirstBlockCache", apply_first_block_cache, _first_block, "threshold 0.05 (default)"),
     Hook("TaylorSeer", apply_taylorseer_cache, _taylorseer, "attn1, attn2, ff of every block; defaults otherwise"),
     Hook("PyramidAttentionBroadcast", apply_pyramid_attention_broadcast, _pyramid, "self-attn every 2, cross every 4"),
-    Hook("FasterCache", apply_faster_cache, _faster, "defaults; BCHW; CFG kwargs include class_labels"),
+    Hook(
+        "FasterCache",
+        apply_faster_cache,
+        _faster,
+        "defaults, BCHW, class_labels split as a CFG input; it computes the batch's second half (uncond "
+        "here: the digit samplers batch [cond, uncond]) and extrapolates the first",
+    ),
     Hook("MagCache", apply_mag_cache, _mag, "threshold 0.06, K=3 (defaults); ratios calibrated here", calibrate=True),
 )
 
@@ -180,5 +186,5 @@ def held_bytes(transformer: nn.Module) -> int:
         registry = getattr(module, "_diffusers_hook", None)
         if registry is not None:
             for hook in registry.hooks.values():
-                visit(vars(hook), 6)
+                visit(vars(hook), 10)
     return sum(seen.values())
