@@ -15,66 +15,13 @@ latents against the uncached eager run from the same noise.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
-from diffusers import DPMSolverMultistepScheduler, PixArtTransformer2DModel
 from tabulate import tabulate
 
 import toca_fx
-
-
-def build_model(args) -> PixArtTransformer2DModel:
-    torch.manual_seed(0)
-    return PixArtTransformer2DModel(
-        num_attention_heads=args.heads,
-        attention_head_dim=args.head_dim,
-        in_channels=4,
-        out_channels=8,
-        num_layers=args.layers,
-        cross_attention_dim=args.heads * args.head_dim,
-        sample_size=args.latent,
-        patch_size=2,
-        caption_channels=args.caption_channels,
-        norm_type="ada_norm_single",
-        use_additional_conditions=False,
-    ).eval()
-
-
-@torch.no_grad()
-def generate(model, args, guidance_scale=4.5) -> torch.Tensor:
-    """PixArt-α's sampling loop (as in diffusers' PixArtAlphaPipeline) on latents, CFG batched."""
-    generator = torch.Generator().manual_seed(1)
-    latents = torch.randn(1, 4, args.latent, args.latent, generator=generator)
-    prompt = torch.randn(1, args.text_tokens, args.caption_channels, generator=generator)
-    embeds = torch.cat([torch.zeros_like(prompt), prompt])  # uncond, cond
-    mask = torch.ones(2, args.text_tokens)
-    mask[:, args.text_tokens // 2 :] = 0  # padded caption, as real prompts are
-    scheduler = DPMSolverMultistepScheduler()
-    scheduler.set_timesteps(args.steps)
-    for t in scheduler.timesteps:
-        latent_input = torch.cat([latents] * 2)
-        out = model(
-            latent_input,
-            encoder_hidden_states=embeds,
-            encoder_attention_mask=mask,
-            timestep=t.expand(2),
-            return_dict=False,
-        )[0]
-        uncond, cond = out.chunk(2)
-        noise = (uncond + guidance_scale * (cond - uncond)).chunk(2, dim=1)[0]  # learned sigma
-        latents = scheduler.step(noise, t, latents, return_dict=False)[0]
-    return latents
-
-
-def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+from toca_fx.bench.realistic import PixArtShape, build_model, generate, timed
 
 
 def main() -> None:
@@ -91,30 +38,35 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed generations per method (median)")
     args = parser.parse_args()
 
-    model = build_model(args)
-    tokens = (args.latent // 2) ** 2
-    print(
-        f"PixArt-α-shaped model: {args.layers} layers, width {args.heads * args.head_dim}, {tokens} image tokens, "
-        f"{args.text_tokens} text tokens, CFG batch 2, {args.steps} DPM-Solver steps, {torch.get_num_threads()} threads"
+    shape = PixArtShape(
+        layers=args.layers,
+        heads=args.heads,
+        head_dim=args.head_dim,
+        latent=args.latent,
+        text_tokens=args.text_tokens,
+        caption_channels=args.caption_channels,
+        steps=args.steps,
     )
+    model = build_model(shape)
+    print(f"PixArt-α-shaped model: {shape.describe()}, {torch.get_num_threads()} threads")
 
-    eager_time, reference = timed(lambda: generate(model, args), args.repeats)
+    eager_time, _, reference = timed(lambda: generate(model, shape), args.repeats)
 
     torch._dynamo.reset()
     compiled = torch.compile(model, dynamic=False)
     start = time.perf_counter()
-    generate(compiled, args)
+    generate(compiled, shape)
     compile_time = time.perf_counter() - start - eager_time  # first run minus one run's work (approx.)
-    plain_time, plain = timed(lambda: generate(compiled, args), args.repeats)
+    plain_time, _, plain = timed(lambda: generate(compiled, shape), args.repeats)
 
     torch._dynamo.reset()
     toca = toca_fx.ToCa(args.preset, num_steps=args.steps, step_buckets=args.step_buckets)
     accelerated = torch.compile(model, backend=toca, dynamic=False)
     start = time.perf_counter()
-    generate(accelerated, args)
+    generate(accelerated, shape)
     toca_compile = time.perf_counter() - start - eager_time
     before = dict(toca.stats)
-    toca_time, cached = timed(lambda: (toca.reset(), generate(accelerated, args))[1], args.repeats)
+    toca_time, _, cached = timed(lambda: (toca.reset(), generate(accelerated, shape))[1], args.repeats)
     full, partial = (toca.stats[k] - before[k] for k in ("full_steps", "partial_steps"))
 
     uncached_flops, toca_flops = toca.predicted_flops(args.steps)

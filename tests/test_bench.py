@@ -1,0 +1,53 @@
+"""``python -m toca_fx.bench --smoke`` end to end: every row in the tables, finite metrics, a PNG and BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from toca_fx.bench import digits, peers
+
+pytestmark = pytest.mark.skipif(
+    not all(digits.weights_path(name).exists() for name in ("dit", "pixart", "classifier")),
+    reason="trained digit weights missing (python -m toca_fx.bench.train)",
+)
+
+
+def test_smoke_run_writes_every_row(tmp_path, capsys):
+    from toca_fx.bench.__main__ import main
+
+    tables = main(["--smoke", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    markdown = (tmp_path / "BENCHMARKS.md").read_text()
+
+    assert set(tables) == {"DiT", "PixArt", "realistic"}
+    peer_rows = {f"diffusers {hook.name}" for hook in peers.HOOKS}
+    for name in ("DiT", "PixArt"):
+        rows = tables[name]
+        methods = [row.method for row in rows]
+        assert methods[:2] == ["eager (uncached)", "torch.compile"]
+        assert peer_rows <= set(methods) and "toca_fx fora" in methods
+        assert sum(row.kind == "toca_fx" for row in rows) == 3  # faithful scores, random scores, FORA
+        assert any(row.kind == "sweep" for row in rows)
+        uncached = rows[0]
+        for row in rows:
+            assert row.method in printed and f"| {row.method}" in markdown
+            assert row.flops > 0 and row.seconds > 0 and row.speedup > 0
+            # PSNR is infinite exactly when the samples equal the uncached ones.
+            assert math.isfinite(row.psnr) or row.relative_l2 == 0
+            assert all(math.isfinite(v) for v in (row.relative_l2, row.accuracy, row.frechet))
+            if row.kind in ("toca_fx", "sweep"):
+                assert row.cache_bytes > 0
+        for row in rows:
+            if row.method.startswith("toca_fx fora") or row.note.startswith("faithful"):
+                assert row.flops < uncached.flops and row.ideal > 1  # FLOP counting sees the cached steps
+    assert [row.method for row in tables["realistic"]] == [
+        "eager (uncached)",
+        "torch.compile",
+        "toca_fx pixart-alpha",
+        "toca_fx fora",
+    ]
+    assert all(math.isfinite(row.ideal) and row.speedup > 0 for row in tables["realistic"])
+    assert "python -m toca_fx.bench --smoke" in markdown and "Targets" in markdown and "SeaCache" in markdown
+    assert (tmp_path / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
