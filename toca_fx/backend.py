@@ -57,7 +57,19 @@ def _has_symbolic_shapes(gm: fx.GraphModule, example_inputs) -> bool:
     )
 
 
-class ToCa:
+class _NeverShared:
+    """Dynamo reuses one ``torch.compile`` call's compiled code for another whose backend compares
+    equal: for a backend with state that would share caches between models (or between two
+    compiles of one model). Never comparing equal keeps each call's regions and state its own;
+    Dynamo finds a call's own code by identity first, so it does not recompile."""
+
+    def __eq__(self, other) -> bool:
+        return False
+
+    __hash__ = object.__hash__
+
+
+class ToCa(_NeverShared):
     """A ToCa backend object that keeps its state, for users who need control.
 
     >>> toca = ToCa("pixart-alpha", num_steps=20)          # or ToCa(ToCaConfig(...), interval=4)
@@ -175,10 +187,17 @@ def _summary(analysis) -> str:
     return ", ".join(f"{n} {k}" for k, n in counts.items()) + f"; {analysis.grid_note}"
 
 
-def toca_backend(gm: fx.GraphModule, example_inputs: list, options: Mapping | None = None) -> Callable:
+class _ToCaBackend(_NeverShared):
     """``torch.compile(model, backend=toca_backend, options={...})``: ToCa with a config from options.
 
     Each call (one per graph region) gets its own state. Use :class:`ToCa` to share one clock
     across the regions of a model with graph breaks, or to call ``reset()``/``report()``.
     """
-    return ToCa(ToCaConfig.from_options(options))(gm, example_inputs)
+
+    __name__ = "toca_backend"
+
+    def __call__(self, gm: fx.GraphModule, example_inputs: list, options: Mapping | None = None) -> Callable:
+        return ToCa(ToCaConfig.from_options(options))(gm, example_inputs)
+
+
+toca_backend = _ToCaBackend()
