@@ -139,8 +139,6 @@ class ToCa(_NeverShared):
     def reset(self, num_steps: int | None = None) -> None:
         """Start a new generation (optionally with a new number of steps); drops every cache."""
         self.clock.reset(num_steps)
-        for region in self.regions:
-            region.reset()
 
     @property
     def sites(self):

@@ -28,8 +28,8 @@ class Clock:
     """Step and generation counter shared by all regions of one ToCa backend.
 
     The step advances when a region sees a new (lower) timestep; a timestep that jumps back up,
-    or :meth:`reset`, starts a new generation. The number of steps is the configured one, or
-    the length of the previous generation.
+    or :meth:`reset`, starts a new generation, which drops every region's caches. The number of
+    steps is the configured one, or the length of the previous generation.
     """
 
     def __init__(self, num_steps: int | None):
@@ -39,6 +39,7 @@ class Clock:
         self.last_timestep: float | None = None
         self.started = False  # whether the current generation has run a step
         self.learned: int | None = None
+        self.on_new_generation: list[Callable[[], None]] = []
 
     @property
     def horizon(self) -> int | None:
@@ -53,6 +54,8 @@ class Clock:
         self.generation += 1
         self.step = 0
         self.last_timestep = None
+        for drop_state in self.on_new_generation:
+            drop_state()
 
     def observe(self, timestep: float) -> None:
         last = self.last_timestep
@@ -70,6 +73,7 @@ class SlotState:
     """Caches of one call slot (pipelines that call the transformer twice per step get two)."""
 
     generation: int
+    step: int  # the last step this slot ran: a slot that skipped a step is stale
     tensors: dict[StateKey, torch.Tensor | None] = field(default_factory=dict)
     ready: bool = False
 
@@ -92,6 +96,7 @@ class Region:
         self.own_step: tuple[int | None, int] = (None, -1)  # (generation, step) counted from own calls
         self.runs = Counter()  # steps run, by variant type (counted on the first call slot)
         self.failure: str | None = None  # why this region fell back to running uncached
+        clock.on_new_generation.append(self.reset)
 
     # -- schedule -------------------------------------------------------------------------
     def schedule(self, num_steps: int) -> tuple[StepPlan, ...]:
@@ -149,11 +154,20 @@ class Region:
         self.clock.step, self.clock.started = step, True
         return step
 
+    def _slot_state(self, step: int, slot: int) -> SlotState:
+        """The slot's state if it ran the previous step of this generation, else a fresh one."""
+        generation, state = self.clock.generation, self.states.get(slot)
+        if state is not None and state.generation == generation and state.step == step - 1:
+            state.step = step
+            return state
+        if step > 0:  # a new input signature mid-generation, or a slot that skipped a step
+            log.info("toca_fx: fresh state for call slot %d at step %d (no cache from step %d)", slot, step, step - 1)
+        state = self.states[slot] = SlotState(generation, step)
+        return state
+
     def __call__(self, *args):
         step, slot = self._position(args)
-        state = self.states.get(slot)
-        if state is None or state.generation != self.clock.generation:
-            state = self.states[slot] = SlotState(self.clock.generation)
+        state = self._slot_state(step, slot)
         plan = self.plan(step)
         partial = plan is not None and not plan.full and state.ready
         key = plan.fresh if partial else "full"
