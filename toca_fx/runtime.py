@@ -28,8 +28,9 @@ class Clock:
     """Step and generation counter shared by all regions of one ToCa backend.
 
     The step advances when a region sees a new (lower) timestep; a timestep that jumps back up,
-    or :meth:`reset`, starts a new generation, which drops every region's caches. The number of
-    steps is the configured one, or the length of the previous generation.
+    an exception that escaped a region in the previous generation, or :meth:`reset`, starts a new
+    generation, which drops every region's caches. The number of steps is the configured one, or
+    the length of the previous (completed) generation.
     """
 
     def __init__(self, num_steps: int | None):
@@ -39,6 +40,7 @@ class Clock:
         self.last_timestep: float | None = None
         self.started = False  # whether the current generation has run a step
         self.learned: int | None = None
+        self.interrupted = False  # an exception escaped a region: the next call starts afresh
         self.on_new_generation: list[Callable[[], None]] = []
 
     @property
@@ -46,9 +48,9 @@ class Clock:
         return self.num_steps or self.learned
 
     def reset(self, num_steps: int | None = None) -> None:
-        if self.started:
+        if self.started and not self.interrupted:
             self.learned = self.step + 1
-        self.started = False
+        self.started = self.interrupted = False
         if num_steps is not None:
             self.num_steps = num_steps
         self.generation += 1
@@ -57,7 +59,13 @@ class Clock:
         for drop_state in self.on_new_generation:
             drop_state()
 
+    def resume_after_interruption(self) -> None:
+        if self.interrupted:
+            log.info("toca_fx: the previous generation was interrupted by an exception: new generation")
+            self.reset()
+
     def observe(self, timestep: float) -> None:
+        self.resume_after_interruption()
         last = self.last_timestep
         if last is not None and timestep > last:
             log.info("toca_fx: timestep went up (%s -> %s): new generation", last, timestep)
@@ -144,6 +152,7 @@ class Region:
 
     def _count_own_step(self) -> int:
         """Without any timestep input the region counts its own calls per generation."""
+        self.clock.resume_after_interruption()
         generation, step = self.own_step
         step = step + 1 if generation == self.clock.generation else 0
         horizon = self.clock.horizon
@@ -153,6 +162,13 @@ class Region:
         self.own_step = (self.clock.generation, step)
         self.clock.step, self.clock.started = step, True
         return step
+
+    def __call__(self, *args):
+        try:
+            return self._run(args)
+        except BaseException:  # e.g. KeyboardInterrupt mid-step: no later call may read this generation's caches
+            self.clock.interrupted = True
+            raise
 
     def _slot_state(self, step: int, slot: int) -> SlotState:
         """The slot's state if it ran the previous step of this generation, else a fresh one."""
@@ -165,7 +181,7 @@ class Region:
         state = self.states[slot] = SlotState(generation, step)
         return state
 
-    def __call__(self, *args):
+    def _run(self, args):
         step, slot = self._position(args)
         state = self._slot_state(step, slot)
         plan = self.plan(step)
