@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.fx as fx
 
-from .config import ToCaConfig
+from .config import COMPILERS, ToCaConfig, _check_int
 from .passes.analysis import analyse
 from .report import site_table
 from .runtime import Clock, Region
@@ -83,11 +83,13 @@ class ToCa(_NeverShared):
         if isinstance(config, str):
             config = ToCaConfig.preset(config, **overrides)
         elif config is None:
-            config = ToCaConfig(**overrides)
+            config = ToCaConfig.from_options(overrides)
         elif overrides:
             config = ToCaConfig.from_options({**_fields(config), **overrides})
         if not isinstance(config, ToCaConfig):
             raise TypeError(f"ToCa config must be a ToCaConfig, a preset name or None; got {type(config).__name__}")
+        if inner_compiler is not None and not callable(inner_compiler):
+            raise TypeError(f"ToCa inner_compiler must be callable (gm, example_inputs) -> fn; got {inner_compiler!r}")
         self.config = config
         self.inner_compiler = inner_compiler
         self.clock = Clock(config.num_steps)
@@ -138,6 +140,8 @@ class ToCa(_NeverShared):
     # -- control and observability -----------------------------------------------------------
     def reset(self, num_steps: int | None = None) -> None:
         """Start a new generation (optionally with a new number of steps); drops every cache."""
+        if num_steps is not None:
+            _check_int("num_steps", num_steps, minimum=1)
         self.clock.reset(num_steps)
 
     @property
@@ -194,7 +198,14 @@ class _ToCaBackend(_NeverShared):
 
     __name__ = "toca_backend"
 
-    def __call__(self, gm: fx.GraphModule, example_inputs: list, options: Mapping | None = None) -> Callable:
+    def __call__(
+        self, gm: fx.GraphModule, example_inputs: list, options: Mapping | None = None, mode: str | None = None
+    ) -> Callable:
+        if mode is not None:
+            raise ValueError(
+                f"toca_backend takes no torch.compile mode (got {mode!r}): pick the inner compiler with "
+                f"options={{'compiler': ...}}, one of {', '.join(map(repr, COMPILERS))}"
+            )
         return ToCa(ToCaConfig.from_options(options))(gm, example_inputs)
 
 
