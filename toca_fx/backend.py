@@ -122,6 +122,15 @@ class ToCa(_NeverShared):
         region = Region(gm, analysis, self.config, self.clock, compiler)
         self.regions.append(region)
         log.info("toca_fx: region %d: %s", len(self.regions) - 1, _summary(analysis))
+        unproven = [site for site in analysis.sites if site.policy == "full"]
+        if unproven and analysis.cacheable:
+            log.warning(
+                "toca_fx: region %d: %d of %d sites recompute every token, exactly (%s)",
+                len(self.regions) - 1,
+                len(unproven),
+                len(analysis.sites),
+                "; ".join(f"{site.name}: {site.reason}" for site in unproven),
+            )
         for note in analysis.notes:
             log.info("toca_fx: %s", note)
         return region
