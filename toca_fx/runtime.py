@@ -8,6 +8,8 @@ inside the compiled variant.
 from __future__ import annotations
 
 import logging
+import sys
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -105,6 +107,7 @@ class Region:
         self.runs = Counter()  # steps run, by variant type (counted on the first call slot)
         self.failure: str | None = None  # why this region fell back to running uncached
         clock.on_new_generation.append(self.reset)
+        self.owner_known = False  # whether the caches are tied to the compiled module's lifetime
 
     # -- schedule -------------------------------------------------------------------------
     def schedule(self, num_steps: int) -> tuple[StepPlan, ...]:
@@ -182,6 +185,8 @@ class Region:
         return state
 
     def _run(self, args):
+        if not self.owner_known:
+            self._drop_caches_with_owner(sys._getframe(2))
         step, slot = self._position(args)
         state = self._slot_state(step, slot)
         plan = self.plan(step)
@@ -205,6 +210,19 @@ class Region:
         state.tensors.update(zip(variant.outputs, outputs[variant.num_model_outputs :]))
         state.ready = True
         return outputs[: variant.num_model_outputs]
+
+    def _drop_caches_with_owner(self, frame) -> None:
+        """Dynamo keeps compiled code, so this region, alive until ``torch._dynamo.reset()``: tie
+        the caches to the compiled module whose call runs this region (found once, up the stack)."""
+        self.owner_known = True
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, torch._dynamo.eval_frame.OptimizedModule) or (
+                isinstance(owner, torch.nn.Module) and getattr(owner, "_compiled_call_impl", None) is not None
+            ):
+                weakref.finalize(owner, self.reset)
+                return
+            frame = frame.f_back
 
     def _input(self, state: SlotState, key: StateKey) -> torch.Tensor:
         value = state.tensors.get(key)
