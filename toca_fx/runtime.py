@@ -25,6 +25,8 @@ from .schedule import SiteSpec, StepPlan, build_schedule, predicted_flops
 
 log = logging.getLogger("toca_fx")
 
+MAX_SLOTS = 8  # calls per step (cond, uncond, ...) before repeated calls count as new generations
+
 
 class Clock:
     """Step and generation counter shared by all regions of one ToCa backend.
@@ -150,6 +152,10 @@ class Region:
             step = self.clock.step if self.clock.last_timestep is not None else self._count_own_step()
         key = (self.clock.generation, step)
         slot = self.calls_in_step[key]
+        if slot == MAX_SLOTS:  # one-step generations repeat one timestep: keep their states bounded
+            log.info("toca_fx: %d calls at one step: new generation", slot + 1)
+            self.clock.reset()
+            step, slot, key = 0, 0, (self.clock.generation, 0)
         self.calls_in_step = Counter({key: slot + 1})
         return step, slot
 
