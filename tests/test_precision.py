@@ -66,3 +66,26 @@ def test_bfloat16_caches_for_a_float32_model_halve_the_reported_bytes_within_a_s
         assert figures[dtype][0] == figures[dtype][1] == sum(sum(r.cache_bytes().values()) for r in toca.regions)
     assert figures[torch.bfloat16][0] * 2 == figures[None][0] > 0
     assert 0 < relative_error(runs[torch.bfloat16], runs[None]) < 1e-2
+
+
+if __name__ == "__main__":
+    case = bfloat16_pixart()
+    reference = sample(case, case.model, STEPS)
+    _, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=STEPS)
+    print(
+        f"bfloat16 PixArt (2 layers), pixart-alpha, {STEPS} steps: relative error vs eager bfloat16 "
+        f"{relative_error(sample(case, model, STEPS), reference):.2e}"
+    )
+    for name, case in [
+        ("PixArt", pixart_case(layers=2)),
+        ("parallel", hand_case(layers=2, context=False, parallel=True)),
+    ]:
+        runs, held = {}, {}
+        for dtype in (None, torch.bfloat16, torch.float16):
+            toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=STEPS, cache_dtype=dtype)
+            runs[dtype], held[dtype] = sample(case, model, STEPS), cache_bytes(toca.report())[1]
+        for dtype in (torch.bfloat16, torch.float16):
+            print(
+                f"{name} (float32), {dtype} caches: {held[dtype]} bytes held vs {held[None]}; relative error vs "
+                f"float32 caches {relative_error(runs[dtype], runs[None]):.2e}"
+            )
