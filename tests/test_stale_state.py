@@ -56,11 +56,11 @@ def dtype():
     case = pixart_case(layers=1)
     context = torch.randn(2, 5, 12, generator=torch.Generator().manual_seed(1))
 
-    def call(model, x):
+    def call(x):
         return lambda m, t: m(x, encoder_hidden_states=context.to(x.dtype), timestep=torch.full((2,), t)).sample
 
     x = case.latents(0)
-    return case.model, [call(case.model, x)], [call(case.model, x.bfloat16())], case.model.to
+    return case.model, [call(x)], [call(x.bfloat16())], case.model.to
 
 
 @pytest.mark.parametrize("change", [resolution, batch_size, cfg_batching, dtype], ids=lambda f: f.__name__)
