@@ -190,6 +190,19 @@ class Region:
         state = self.states[slot] = SlotState(generation, step)
         return state
 
+    def _drop_caches_with_owner(self, frame) -> None:
+        """Dynamo keeps compiled code, so this region, alive until ``torch._dynamo.reset()``: tie
+        the caches to the compiled module whose call runs this region (found once, up the stack)."""
+        self.owner_known = True
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, torch._dynamo.eval_frame.OptimizedModule) or (
+                isinstance(owner, torch.nn.Module) and getattr(owner, "_compiled_call_impl", None) is not None
+            ):
+                weakref.finalize(owner, self.reset)
+                return
+            frame = frame.f_back
+
     def _run(self, args):
         if not self.owner_known:
             self._drop_caches_with_owner(sys._getframe(2))
@@ -216,19 +229,6 @@ class Region:
         state.tensors.update(zip(variant.outputs, outputs[variant.num_model_outputs :]))
         state.ready = True
         return outputs[: variant.num_model_outputs]
-
-    def _drop_caches_with_owner(self, frame) -> None:
-        """Dynamo keeps compiled code, so this region, alive until ``torch._dynamo.reset()``: tie
-        the caches to the compiled module whose call runs this region (found once, up the stack)."""
-        self.owner_known = True
-        while frame is not None:
-            owner = frame.f_locals.get("self")
-            if isinstance(owner, torch._dynamo.eval_frame.OptimizedModule) or (
-                isinstance(owner, torch.nn.Module) and getattr(owner, "_compiled_call_impl", None) is not None
-            ):
-                weakref.finalize(owner, self.reset)
-                return
-            frame = frame.f_back
 
     def _input(self, state: SlotState, key: StateKey) -> torch.Tensor:
         value = state.tensors.get(key)
