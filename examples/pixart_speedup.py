@@ -87,9 +87,7 @@ def main() -> None:
     parser.add_argument("--caption-channels", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--preset", default="pixart-alpha", choices=toca_fx.PRESETS)
-    parser.add_argument(
-        "--step-buckets", type=int, default=2, help="partial-step ratio levels (each is one compiled variant)"
-    )
+    parser.add_argument("--step-buckets", type=int, default=0, help="partial-step ratio levels; 0 = exact per step")
     parser.add_argument("--repeats", type=int, default=1, help="timed generations per method (median)")
     args = parser.parse_args()
 

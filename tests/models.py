@@ -10,7 +10,7 @@ from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, PixArtTrans
 CAPTION_CHANNELS = 12
 
 
-def tiny_pixart(layers=2, heads=2, head_dim=8, patch=2, seed=0) -> PixArtTransformer2DModel:
+def tiny_pixart(layers=2, heads=2, head_dim=8, patch=2, seed=0, sample_size=8) -> PixArtTransformer2DModel:
     torch.manual_seed(seed)
     return PixArtTransformer2DModel(
         num_attention_heads=heads,
@@ -19,7 +19,7 @@ def tiny_pixart(layers=2, heads=2, head_dim=8, patch=2, seed=0) -> PixArtTransfo
         out_channels=8,
         num_layers=layers,
         cross_attention_dim=heads * head_dim,
-        sample_size=8,
+        sample_size=sample_size,
         patch_size=patch,
         caption_channels=CAPTION_CHANNELS,
         norm_type="ada_norm_single",
@@ -27,7 +27,7 @@ def tiny_pixart(layers=2, heads=2, head_dim=8, patch=2, seed=0) -> PixArtTransfo
     ).eval()
 
 
-def tiny_dit(layers=2, heads=2, head_dim=8, patch=2, seed=0) -> DiTTransformer2DModel:
+def tiny_dit(layers=2, heads=2, head_dim=8, patch=2, seed=0, classes=10) -> DiTTransformer2DModel:
     torch.manual_seed(seed)
     return DiTTransformer2DModel(
         num_attention_heads=heads,
@@ -37,7 +37,7 @@ def tiny_dit(layers=2, heads=2, head_dim=8, patch=2, seed=0) -> DiTTransformer2D
         num_layers=layers,
         sample_size=8,
         patch_size=patch,
-        num_embeds_ada_norm=10,
+        num_embeds_ada_norm=classes,
     ).eval()
 
 
@@ -57,11 +57,11 @@ def tiny_sd3(layers=2, seed=0) -> SD3Transformer2DModel:
     ).eval()
 
 
-def tiny_flux(double=1, single=2, seed=0) -> FluxTransformer2DModel:
+def tiny_flux(double=1, single=2, seed=0, in_channels=4) -> FluxTransformer2DModel:
     torch.manual_seed(seed)
     return FluxTransformer2DModel(
         patch_size=1,
-        in_channels=4,
+        in_channels=in_channels,
         num_layers=double,
         num_single_layers=single,
         attention_head_dim=16,

@@ -3,24 +3,36 @@
 import pytest
 import torch
 
+from toca_fx.passes.rewrite import site_modes
+
 from harness import compile_toca, pixart_case, sample
 
 pytestmark = pytest.mark.inductor
 
 
+def constant_k(gm, example_inputs):
+    """An inner compiler without symbolic ints: every PARTIAL variant has its k baked in."""
+    return gm.forward
+
+
 @pytest.mark.parametrize("score", ["cross_entropy", "attention"])
 def test_inductor_matches_eager_and_uncached(score):
     case = pixart_case(layers=2, grid=(4, 6))
-    steps = 6
+    steps = 8
     reference = sample(case, case.model, steps)
-    config = dict(num_steps=steps, step_buckets=1, score=score, attention_chunk=7)
+    config = dict(num_steps=steps, step_buckets=0, score=score, attention_chunk=7)
     toca, model = compile_toca(case, "pixart-alpha", **config)
     compiled = sample(case, model, steps)
-    assert toca.stats == {**toca.stats, "full_steps": 2, "partial_steps": 4}
-    assert len(toca.regions[0].variants) == 2  # FULL and one PARTIAL (one step bucket)
+    assert toca.stats == {**toca.stats, "full_steps": 3, "partial_steps": 5}
     assert torch.allclose(compiled[0], reference[0], atol=1e-5)  # a full step is exact
 
-    _, model_eager = compile_toca(case, "pixart-alpha", compiler="eager", **config)
+    # k is a symbolic int: one compiled PARTIAL variant per shape of the step, not per k
+    region = toca.regions[0]
+    plans = [plan for plan in region.schedule(steps) if not plan.full]
+    assert len({plan.fresh for plan in plans}) > len({site_modes(region.analysis, plan.fresh) for plan in plans})
+    assert len(region.variants) == 1 + len({site_modes(region.analysis, plan.fresh) for plan in plans})
+
+    _, model_eager = compile_toca(case, "pixart-alpha", inner_compiler=constant_k, **config)
     eager = sample(case, model_eager, steps)
     for ours, theirs in zip(compiled, eager):
         assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()

@@ -2,13 +2,17 @@
 
 model = torch.compile(model, backend=toca_fx.toca_backend)
 model = torch.compile(model, backend="toca", options={"interval": 4, "fresh_ratio": 0.1})
+toca = toca_fx.enable(pipe)        # a diffusers pipeline; toca_fx.disable(pipe) undoes it
+print(toca_fx.explain(model, *example_inputs))
 """
 
 import torch
 
 from .backend import ToCa, toca_backend
 from .config import PRESETS, ToCaConfig
+from .explain import explain
+from .pipelines import disable, enable
 
 torch._dynamo.register_backend(toca_backend, name="toca")
 
-__all__ = ["PRESETS", "ToCa", "ToCaConfig", "toca_backend"]
+__all__ = ["PRESETS", "ToCa", "ToCaConfig", "disable", "enable", "explain", "toca_backend"]

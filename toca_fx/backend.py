@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.fx as fx
 
+from .auto_preset import preset_for
 from .config import COMPILERS, ToCaConfig, _check_int
 from .passes.analysis import analyse
 from .report import site_table
@@ -27,26 +28,84 @@ log = logging.getLogger("toca_fx")
 
 
 def lower(compiler: str) -> Callable[[fx.GraphModule, list], Callable]:
-    """The inner compiler that turns each variant into code."""
+    """The inner compiler that turns each variant into code.
+
+    A compiler marked ``symbolic_ints`` takes the token counts k of a PARTIAL variant as int
+    inputs, so one compiled variant serves every step's k (see :class:`GuardedCode`).
+    """
     if compiler == "eager":
-        return lambda gm, example_inputs: gm.forward
+        return _eager
     if compiler == "aot_eager":
-        return torch._dynamo.lookup_backend("aot_eager")
+        return _aot_eager
     return _inductor
 
 
+def _eager(gm: fx.GraphModule, example_inputs: list) -> Callable:
+    return gm.forward
+
+
 def _inductor(gm: fx.GraphModule, example_inputs: list) -> Callable:
-    """Inductor's ``compile_fx``. Variants are compiled at run time, outside Dynamo: give them a
-    tracing context with a shape env as Dynamo would, or Inductor bypasses its FX graph cache."""
-    from torch._guards import TracingContext, tracing
     from torch._inductor.compile_fx import compile_fx
+
+    return _compile_outside_dynamo(compile_fx, gm, example_inputs)
+
+
+def _aot_eager(gm: fx.GraphModule, example_inputs: list) -> Callable:
+    return _compile_outside_dynamo(torch._dynamo.lookup_backend("aot_eager"), gm, example_inputs)
+
+
+def _compile_outside_dynamo(backend: Callable, gm: fx.GraphModule, example_inputs: list) -> Callable:
+    """``backend`` on static tensor shapes, with int inputs (token counts) symbolic.
+
+    Variants are compiled at run time, outside Dynamo: give them a tracing context with a shape
+    env as Dynamo would (else Inductor bypasses its FX graph cache), and fakify the inputs
+    ourselves, or aot_autograd would make every tensor dimension dynamic.
+    """
+    from torch._dynamo.source import ConstantSource
+    from torch._guards import TracingContext, tracing
     from torch._subclasses import FakeTensorMode
     from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
     if TracingContext.try_get() is not None:  # called from Dynamo itself (an uncached fallback)
-        return compile_fx(gm, example_inputs)
-    with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
-        return compile_fx(gm, example_inputs)
+        return backend(gm, example_inputs)
+    shape_env = ShapeEnv(duck_shape=False)  # two token counts equal now may differ later
+    fake_mode = FakeTensorMode(shape_env=shape_env)
+
+    def fakify(index: int, value):
+        if isinstance(value, torch.Tensor):
+            return fake_mode.from_tensor(value, static_shapes=True)
+        if isinstance(value, int) and not isinstance(value, bool):
+            source = ConstantSource(f"toca_int_{index}")
+            return shape_env.create_symintnode(shape_env.create_symbol(value, source), hint=value, source=source)
+        return value
+
+    fakes = [fakify(i, v) for i, v in enumerate(example_inputs)]
+    with tracing(TracingContext(fake_mode)):
+        code = backend(gm, fakes)
+    return GuardedCode(code, shape_env, fakes)
+
+
+class GuardedCode:
+    """Compiled code with the conditions on its int inputs under which it is valid.
+
+    Inductor may specialise on a symbolic int while compiling (k == 1, k <= N, ...). The runtime
+    calls :meth:`accepts` once per new set of ints and compiles anew where the guards fail.
+    """
+
+    def __init__(self, code: Callable, shape_env, fakes: list):
+        self.code = code
+        self.guards = shape_env.produce_guards_expression(fakes)
+        self.shape_env = shape_env
+
+    def accepts(self, args) -> bool:
+        return self.guards is None or bool(self.shape_env.evaluate_guards_expression(self.guards, list(args)))
+
+    def __call__(self, *args):
+        return self.code(*args)
+
+
+for _compiler in (_eager, _inductor, _aot_eager):
+    _compiler.symbolic_ints = True
 
 
 def _has_symbolic_shapes(gm: fx.GraphModule, example_inputs) -> bool:
@@ -73,6 +132,7 @@ class ToCa(_NeverShared):
     """A ToCa backend object that keeps its state, for users who need control.
 
     >>> toca = ToCa("pixart-alpha", num_steps=20)          # or ToCa(ToCaConfig(...), interval=4)
+    >>> toca = ToCa("auto", num_steps=20)                  # preset chosen from the first graph's sites
     >>> model = torch.compile(model, backend=toca)
     >>> toca.reset(); image = sample(model); print(toca.report())
     """
@@ -80,7 +140,11 @@ class ToCa(_NeverShared):
     def __init__(self, config: ToCaConfig | str | None = None, *, inner_compiler: Callable | None = None, **overrides):
         """``inner_compiler`` (``(gm, example_inputs) -> callable``) replaces ``config.compiler``:
         a hook for debugging and tests that want to see each variant."""
-        if isinstance(config, str):
+        self.auto_overrides = overrides if config == "auto" else None
+        self.preset: tuple[str, str] | None = None  # (name, why) once "auto" has chosen
+        if config == "auto":
+            config = ToCaConfig.from_options(overrides)  # until the first graph's structure picks the preset
+        elif isinstance(config, str):
             config = ToCaConfig.preset(config, **overrides)
         elif config is None:
             config = ToCaConfig.from_options(overrides)
@@ -103,8 +167,13 @@ class ToCa(_NeverShared):
             log.warning("toca_fx: %s: running it uncached", reason)
             self.fallbacks.append(reason)
             return compiler(gm, example_inputs)
+        if self.regions or self.fallbacks:
+            log.info("toca_fx: another graph of %d nodes (a graph break or a recompile)", len(gm.graph.nodes))
         try:
             analysis = analyse(gm, self.config)
+            if self.auto_overrides is not None and analysis.sites:
+                self._choose_preset(analysis.sites)
+                analysis = analyse(gm, self.config)
         except Exception as exc:  # an analysis bug must never break the user's model: run it exactly
             log.warning("toca_fx: analysis failed (%s: %s): this graph runs uncached", type(exc).__name__, exc)
             self.fallbacks.append(f"analysis failed: {exc}")
@@ -135,6 +204,12 @@ class ToCa(_NeverShared):
             log.info("toca_fx: %s", note)
         return region
 
+    def _choose_preset(self, sites) -> None:
+        name, why = preset_for(sites)
+        self.config = ToCaConfig.preset(name, **self.auto_overrides)
+        self.auto_overrides, self.preset = None, (name, why)
+        log.info("toca_fx: preset %r chosen from the model's structure: %s", name, why)
+
     def _keep_time(self, fn: Callable, timestep: int | None) -> Callable:
         """A region without sites that reads the timestep still drives the step clock."""
         if timestep is None:
@@ -151,6 +226,7 @@ class ToCa(_NeverShared):
         """Start a new generation (optionally with a new number of steps); drops every cache."""
         if num_steps is not None:
             _check_int("num_steps", num_steps, minimum=1)
+        log.info("toca_fx: reset: generation %d, %s steps", self.clock.generation + 1, num_steps or self.clock.horizon)
         self.clock.reset(num_steps)
 
     @property

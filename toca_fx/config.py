@@ -39,7 +39,7 @@ class ToCaConfig:
     interval_step_weight: float = 0.2  # time-varying N: round(N / (1 - w + 2w*p))
     count_down: bool = False  # full-step rule on the downward step counter (DiT's reference)
     num_steps: int | None = None  # steps per generation; None: learned from the first generation
-    step_buckets: int = 2  # step progress levels for the ratio: at most this many PARTIAL compiles; 0 = per step
+    step_buckets: int = 0  # step progress levels for the ratio; 0 = exact per step (k is symbolic: no extra compiles)
     attention_chunk: int = 256  # queries per chunk when computing s1 at full steps
     cache_dtype: torch.dtype | None = None  # dtype of the caches (None: the model's)
     compiler: str = "inductor"  # inner compiler: "inductor", "eager" or "aot_eager"

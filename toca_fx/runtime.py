@@ -20,7 +20,7 @@ import torch.fx as fx
 from .config import ToCaConfig
 from .passes.analysis import RegionAnalysis
 from .passes.flops import node_flops, site_costs
-from .passes.rewrite import StateKey, Variant, build_full, build_partial
+from .passes.rewrite import StateKey, Variant, build_full, build_partial, site_modes
 from .schedule import SiteSpec, StepPlan, build_schedule, predicted_flops
 
 log = logging.getLogger("toca_fx")
@@ -101,7 +101,8 @@ class Region:
     ):
         self.gm, self.analysis, self.config, self.clock, self.compiler = gm, analysis, config, clock, compiler
         self.specs = [SiteSpec(s.kind, s.layer, s.num_tokens) for s in analysis.sites]
-        self.variants: dict[tuple | str, tuple[Variant, Callable]] = {}
+        self.variants: dict[tuple | str, tuple[Variant, Callable]] = {}  # compiled, by "full", k tuple or modes
+        self.dispatch: dict[tuple | str, tuple[Variant, Callable]] = {}  # by "full" or k tuple
         self.schedules: dict[int, tuple[StepPlan, ...]] = {}
         self.states: dict[int, SlotState] = {}
         self.calls_in_step: Counter = Counter()
@@ -213,7 +214,7 @@ class Region:
         key = plan.fresh if partial else "full"
         try:
             variant, fn = self._variant(key, args, state)
-            outputs = fn(*args, *(self._input(state, k) for k in variant.inputs))
+            outputs = fn(*args, *self._inputs(state, variant, key))
         except Exception as exc:  # never break the model: run this region uncached from now on
             if self.failure is not None:
                 raise
@@ -230,7 +231,10 @@ class Region:
         state.ready = True
         return outputs[: variant.num_model_outputs]
 
-    def _input(self, state: SlotState, key: StateKey) -> torch.Tensor:
+    def _inputs(self, state: SlotState, variant: Variant, fresh) -> list:
+        return [fresh[key[1]] if key[0] == "k" else self._state(state, key) for key in variant.inputs]
+
+    def _state(self, state: SlotState, key: StateKey) -> torch.Tensor:
         value = state.tensors.get(key)
         if value is None and key[0] == "counter":  # all tokens fresh after a full refresh
             stream = self.analysis.sites[key[1]].stream.meta["example_value"]
@@ -238,15 +242,30 @@ class Region:
         return value
 
     def _variant(self, key, args, state: SlotState) -> tuple[Variant, Callable]:
-        if key not in self.variants:
-            if key == "full":
-                variant = build_full(self.gm, self.analysis, self.config)
-            else:
-                variant = build_partial(self.gm, self.analysis, self.config, key)
-            example = [*args, *(self._input(state, k) for k in variant.inputs)]
-            log.info("toca_fx: compiling %s variant (%d state inputs)", _name(key), len(variant.inputs))
-            self.variants[key] = (variant, self.compiler(variant.module, example))
-        return self.variants[key]
+        """The compiled variant for ``key`` ("full" or a tuple of k per site).
+
+        Under a compiler with symbolic ints, PARTIAL variants are compiled once per
+        :func:`site_modes` and reused for every k they accept; the others once per k tuple.
+        """
+        if key in self.dispatch:
+            return self.dispatch[key]
+        symbolic = key != "full" and getattr(self.compiler, "symbolic_ints", False)
+        shape = ("modes", site_modes(self.analysis, key)) if symbolic else key
+        if shape in self.variants:
+            variant, fn = self.variants[shape]
+            if not hasattr(fn, "accepts") or fn.accepts([*args, *self._inputs(state, variant, key)]):
+                self.dispatch[key] = self.variants[shape]
+                return self.dispatch[key]
+            log.info("toca_fx: %s is outside what the compiled variant accepts: compiling it", _name(key))
+            shape, symbolic = key, False
+        if key == "full":
+            variant = build_full(self.gm, self.analysis, self.config)
+        else:
+            variant = build_partial(self.gm, self.analysis, self.config, key, symbolic)
+        example = [*args, *self._inputs(state, variant, key)]
+        log.info("toca_fx: compiling %s variant (%d state inputs)", _name(shape), len(variant.inputs))
+        self.variants[shape] = self.dispatch[key] = (variant, self.compiler(variant.module, example))
+        return self.dispatch[key]
 
     def _fail(self, key, exc: Exception, args) -> Variant:
         """Replace every variant by the original graph: exact, uncached, and said once."""
@@ -257,6 +276,7 @@ class Region:
         self.states.clear()
         plain = Variant(self.gm, [], [], len(self.gm.graph.output_node().args[0]))
         self.variants = {"full": (plain, self.compiler(self.gm, list(args)))}
+        self.dispatch = dict(self.variants)
         return plain
 
     def cache_bytes(self) -> dict[int, int]:
@@ -274,4 +294,9 @@ class Region:
 
 
 def _name(key) -> str:
-    return "FULL" if key == "full" else f"PARTIAL k={key}"
+    if key == "full":
+        return "FULL"
+    if key[0] == "modes":
+        counts = Counter(key[1])
+        return "PARTIAL (k symbolic; " + ", ".join(f"{n} {mode}" for mode, n in sorted(counts.items())) + " sites)"
+    return f"PARTIAL k={key}"

@@ -8,7 +8,8 @@ FULL: the original graph, plus outputs for every cache and for each block's toke
     ... ─ attn ─ out ─▶ y ─ (* gate) ─ add ─▶            outputs: (*model_outputs,
                   sdpa(q, k) ─▶ attention_received(q, k)          ("cache", i) = y, ("score", l))
 
-PARTIAL (one per tuple of per-site token counts k): for a site with 0 < k < N::
+PARTIAL (one per tuple of per-site token counts k, or with k as int inputs one per
+:func:`site_modes`): for a site with 0 < k < N::
 
     x ─ gather(idx) ─ norm ─ mlp ─▶ y_fresh (B,k,C)
     idx = select_fresh(score_l, counter_i, k)         cache_i' = scatter(cache_i, idx, y_fresh)
@@ -34,7 +35,7 @@ from .graph import example_value
 from .sites import Site
 from .tokens import sdpa_operands, set_token_count
 
-StateKey = tuple  # ("cache", site), ("interior", site, j), ("counter", site), ("score", layer)
+StateKey = tuple  # ("cache", site), ("interior", site, j), ("counter", site), ("score", layer), ("k", site)
 
 
 @dataclass
@@ -140,18 +141,33 @@ def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig)
     return builder.finish()
 
 
-def build_partial(gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig, fresh: tuple[int, ...]) -> Variant:
+def site_modes(analysis: RegionAnalysis, fresh: tuple[int, ...]) -> tuple[str, ...]:
+    """What each site does at a partial step with token counts ``fresh``: its part of the graph's shape."""
+
+    def mode(site: Site, k: int) -> str:
+        if site.policy == "full" or k >= site.num_tokens:
+            return "compute"
+        return "reuse" if k == 0 or site.policy == "reuse" else "partial"
+
+    return tuple(mode(s, k) for s, k in zip(analysis.sites, fresh))
+
+
+def build_partial(
+    gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig, fresh: tuple[int, ...], symbolic: bool = False
+) -> Variant:
+    """With ``symbolic``, each partial site's k is an int input ``("k", site)`` instead of a constant,
+    so one compiled variant serves every ``fresh`` with the same :func:`site_modes`."""
     counters["variant:partial"] += 1
     builder = _Builder(gm)
-    for index, (site, k) in enumerate(zip(analysis.sites, fresh)):
+    for index, (site, k, mode) in enumerate(zip(analysis.sites, fresh, site_modes(analysis, fresh))):
         if site.policy == "full":
             continue
-        if k >= site.num_tokens:
+        if mode == "compute":
             _emit_cache(builder, config, index, site)
-        elif k == 0 or site.policy == "reuse":
+        elif mode == "reuse":
             _reuse(builder, config, index, site)
         else:
-            _partial(builder, analysis, config, index, site, k)
+            _partial(builder, analysis, config, index, site, builder.state(("k", index)) if symbolic else k)
     return builder.finish()
 
 
@@ -168,10 +184,12 @@ def _reuse(builder: _Builder, config: ToCaConfig, index: int, site: Site) -> Non
     y.replace_all_uses_with(restored)
 
 
-def _partial(builder: _Builder, analysis: RegionAnalysis, config: ToCaConfig, index: int, site: Site, k: int) -> None:
+def _partial(
+    builder: _Builder, analysis: RegionAnalysis, config: ToCaConfig, index: int, site: Site, k: int | fx.Node
+) -> None:
     graph, env, flow = builder.graph, builder.env, site.flow
     y = env[site.output]
-    meta = {"site": index, "k": k}
+    meta = {"site": index, "k": k if isinstance(k, int) else None}
     cache = builder.state(("cache", index))
     counter = builder.state(("counter", index))
     source = analysis.scores[site.layer]
