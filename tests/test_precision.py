@@ -57,7 +57,7 @@ def cache_bytes(report: str) -> tuple[int, int]:
 )
 def test_bfloat16_caches_for_a_float32_model_halve_the_reported_bytes_within_a_stated_error(case):
     """Stated bound: keeping the caches in bfloat16 moves every step's output by less than 1% (relative
-    L2) from the same run with float32 caches (measured: 2.3e-3 on PixArt, 1.0e-4 on the parallel model)."""
+    L2) from the same run with float32 caches (measured: 5.2e-4 on PixArt, 9.9e-5 on the parallel model)."""
     runs, figures = {}, {}
     for dtype in (None, torch.bfloat16):
         toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=STEPS, cache_dtype=dtype)
