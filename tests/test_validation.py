@@ -52,7 +52,7 @@ def test_an_unknown_preset_fails_listing_the_presets(name):
     error = ValueError if isinstance(name, str) else TypeError
     pattern = r"ToCaConfig\.preset must be .*" + ".*".join(map(re.escape, map(repr, PRESETS)))
     builders = [ToCaConfig.preset, lambda n: ToCaConfig.from_options({"preset": n})]
-    for build_preset in builders + [toca_fx.ToCa] * isinstance(name, str):
+    for build_preset in builders + [toca_fx.ToCa] * (isinstance(name, str) and name != "auto"):  # ToCa("auto") is valid
         with pytest.raises(error, match=pattern):
             build_preset(name)
 
