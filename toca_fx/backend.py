@@ -18,7 +18,7 @@ import torch
 import torch.fx as fx
 
 from .auto_preset import preset_for
-from .config import ToCaConfig
+from .config import COMPILERS, ToCaConfig, _check_int
 from .passes.analysis import analyse
 from .report import site_table
 from .runtime import Clock, Region
@@ -116,7 +116,19 @@ def _has_symbolic_shapes(gm: fx.GraphModule, example_inputs) -> bool:
     )
 
 
-class ToCa:
+class _NeverShared:
+    """Dynamo reuses one ``torch.compile`` call's compiled code for another whose backend compares
+    equal: for a backend with state that would share caches between models (or between two
+    compiles of one model). Never comparing equal keeps each call's regions and state its own;
+    Dynamo finds a call's own code by identity first, so it does not recompile."""
+
+    def __eq__(self, other) -> bool:
+        return False
+
+    __hash__ = object.__hash__
+
+
+class ToCa(_NeverShared):
     """A ToCa backend object that keeps its state, for users who need control.
 
     >>> toca = ToCa("pixart-alpha", num_steps=20)          # or ToCa(ToCaConfig(...), interval=4)
@@ -131,15 +143,17 @@ class ToCa:
         self.auto_overrides = overrides if config == "auto" else None
         self.preset: tuple[str, str] | None = None  # (name, why) once "auto" has chosen
         if config == "auto":
-            config = ToCaConfig(**overrides)  # until the first graph's structure picks the preset
+            config = ToCaConfig.from_options(overrides)  # until the first graph's structure picks the preset
         elif isinstance(config, str):
             config = ToCaConfig.preset(config, **overrides)
         elif config is None:
-            config = ToCaConfig(**overrides)
+            config = ToCaConfig.from_options(overrides)
         elif overrides:
             config = ToCaConfig.from_options({**_fields(config), **overrides})
         if not isinstance(config, ToCaConfig):
             raise TypeError(f"ToCa config must be a ToCaConfig, a preset name or None; got {type(config).__name__}")
+        if inner_compiler is not None and not callable(inner_compiler):
+            raise TypeError(f"ToCa inner_compiler must be callable (gm, example_inputs) -> fn; got {inner_compiler!r}")
         self.config = config
         self.inner_compiler = inner_compiler
         self.clock = Clock(config.num_steps)
@@ -177,6 +191,15 @@ class ToCa:
         region = Region(gm, analysis, self.config, self.clock, compiler)
         self.regions.append(region)
         log.info("toca_fx: region %d: %s", len(self.regions) - 1, _summary(analysis))
+        unproven = [site for site in analysis.sites if site.policy == "full"]
+        if unproven and analysis.cacheable:
+            log.warning(
+                "toca_fx: region %d: %d of %d sites recompute every token, exactly (%s)",
+                len(self.regions) - 1,
+                len(unproven),
+                len(analysis.sites),
+                "; ".join(f"{site.name}: {site.reason}" for site in unproven),
+            )
         for note in analysis.notes:
             log.info("toca_fx: %s", note)
         return region
@@ -201,10 +224,10 @@ class ToCa:
     # -- control and observability -----------------------------------------------------------
     def reset(self, num_steps: int | None = None) -> None:
         """Start a new generation (optionally with a new number of steps); drops every cache."""
+        if num_steps is not None:
+            _check_int("num_steps", num_steps, minimum=1)
         log.info("toca_fx: reset: generation %d, %s steps", self.clock.generation + 1, num_steps or self.clock.horizon)
         self.clock.reset(num_steps)
-        for region in self.regions:
-            region.reset()
 
     @property
     def sites(self):
@@ -251,10 +274,24 @@ def _summary(analysis) -> str:
     return ", ".join(f"{n} {k}" for k, n in counts.items()) + f"; {analysis.grid_note}"
 
 
-def toca_backend(gm: fx.GraphModule, example_inputs: list, options: Mapping | None = None) -> Callable:
+class _ToCaBackend(_NeverShared):
     """``torch.compile(model, backend=toca_backend, options={...})``: ToCa with a config from options.
 
     Each call (one per graph region) gets its own state. Use :class:`ToCa` to share one clock
     across the regions of a model with graph breaks, or to call ``reset()``/``report()``.
     """
-    return ToCa(ToCaConfig.from_options(options))(gm, example_inputs)
+
+    __name__ = "toca_backend"
+
+    def __call__(
+        self, gm: fx.GraphModule, example_inputs: list, options: Mapping | None = None, mode: str | None = None
+    ) -> Callable:
+        if mode is not None:
+            raise ValueError(
+                f"toca_backend takes no torch.compile mode (got {mode!r}): pick the inner compiler with "
+                f"options={{'compiler': ...}}, one of {', '.join(map(repr, COMPILERS))}"
+            )
+        return ToCa(ToCaConfig.from_options(options))(gm, example_inputs)
+
+
+toca_backend = _ToCaBackend()

@@ -75,18 +75,17 @@ class ToCaConfig:
     @classmethod
     def preset(cls, name: str, **overrides) -> ToCaConfig:
         """A reference preset (see PRESETS), with some fields overridden."""
-        if name not in _PRESETS:
-            raise ValueError(f"unknown ToCa preset {name!r}; presets: {_quoted(PRESETS)}")
+        _check_choice("preset", name, PRESETS)
+        _check_fields(overrides)
         return cls(**{**_PRESETS[name], **overrides})
 
     @classmethod
     def from_options(cls, options: Mapping | None) -> ToCaConfig:
         """Build a config from torch.compile's `options`: "preset" picks the base, other keys override fields."""
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(f"ToCa options must be a dict of config fields; got {type(options).__name__}")
         options = dict(options or {})
-        valid = ("preset",) + tuple(f.name for f in dataclasses.fields(cls))
-        for key in options:
-            if key not in valid:
-                raise ValueError(f"unknown ToCa option {key!r}; valid options: {', '.join(valid)}")
+        _check_fields(options, extra=("preset",))
         preset = options.pop("preset", "pixart-alpha")
         if isinstance(options.get("cache_dtype"), str):
             options["cache_dtype"] = _dtype_from_name(options["cache_dtype"])
@@ -152,6 +151,13 @@ _PRESETS = {
     ),
 }
 PRESETS = tuple(_PRESETS)
+
+
+def _check_fields(options: Mapping, extra: tuple[str, ...] = ()) -> None:
+    valid = extra + tuple(f.name for f in dataclasses.fields(ToCaConfig))
+    for key in options:
+        if key not in valid:
+            raise ValueError(f"unknown ToCa option {key!r}; valid options: {', '.join(valid)}")
 
 
 def _quoted(names) -> str:

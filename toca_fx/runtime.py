@@ -8,6 +8,8 @@ inside the compiled variant.
 from __future__ import annotations
 
 import logging
+import sys
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -23,13 +25,16 @@ from .schedule import SiteSpec, StepPlan, build_schedule, predicted_flops
 
 log = logging.getLogger("toca_fx")
 
+MAX_SLOTS = 8  # calls per step (cond, uncond, ...) before repeated calls count as new generations
+
 
 class Clock:
     """Step and generation counter shared by all regions of one ToCa backend.
 
     The step advances when a region sees a new (lower) timestep; a timestep that jumps back up,
-    or :meth:`reset`, starts a new generation. The number of steps is the configured one, or
-    the length of the previous generation.
+    an exception that escaped a region in the previous generation, or :meth:`reset`, starts a new
+    generation, which drops every region's caches. The number of steps is the configured one, or
+    the length of the previous (completed) generation.
     """
 
     def __init__(self, num_steps: int | None):
@@ -39,22 +44,32 @@ class Clock:
         self.last_timestep: float | None = None
         self.started = False  # whether the current generation has run a step
         self.learned: int | None = None
+        self.interrupted = False  # an exception escaped a region: the next call starts afresh
+        self.on_new_generation: list[Callable[[], None]] = []
 
     @property
     def horizon(self) -> int | None:
         return self.num_steps or self.learned
 
     def reset(self, num_steps: int | None = None) -> None:
-        if self.started:
+        if self.started and not self.interrupted:
             self.learned = self.step + 1
-        self.started = False
+        self.started = self.interrupted = False
         if num_steps is not None:
             self.num_steps = num_steps
         self.generation += 1
         self.step = 0
         self.last_timestep = None
+        for drop_state in self.on_new_generation:
+            drop_state()
+
+    def resume_after_interruption(self) -> None:
+        if self.interrupted:
+            log.info("toca_fx: the previous generation was interrupted by an exception: new generation")
+            self.reset()
 
     def observe(self, timestep: float) -> None:
+        self.resume_after_interruption()
         last = self.last_timestep
         if last is not None and timestep > last:
             log.info("toca_fx: timestep went up (%s -> %s): new generation", last, timestep)
@@ -70,6 +85,7 @@ class SlotState:
     """Caches of one call slot (pipelines that call the transformer twice per step get two)."""
 
     generation: int
+    step: int  # the last step this slot ran: a slot that skipped a step is stale
     tensors: dict[StateKey, torch.Tensor | None] = field(default_factory=dict)
     ready: bool = False
 
@@ -93,6 +109,8 @@ class Region:
         self.own_step: tuple[int | None, int] = (None, -1)  # (generation, step) counted from own calls
         self.runs = Counter()  # steps run, by variant type (counted on the first call slot)
         self.failure: str | None = None  # why this region fell back to running uncached
+        clock.on_new_generation.append(self.reset)
+        self.owner_known = False  # whether the caches are tied to the compiled module's lifetime
 
     # -- schedule -------------------------------------------------------------------------
     def schedule(self, num_steps: int) -> tuple[StepPlan, ...]:
@@ -135,11 +153,16 @@ class Region:
             step = self.clock.step if self.clock.last_timestep is not None else self._count_own_step()
         key = (self.clock.generation, step)
         slot = self.calls_in_step[key]
+        if slot == MAX_SLOTS:  # one-step generations repeat one timestep: keep their states bounded
+            log.info("toca_fx: %d calls at one step: new generation", slot + 1)
+            self.clock.reset()
+            step, slot, key = 0, 0, (self.clock.generation, 0)
         self.calls_in_step = Counter({key: slot + 1})
         return step, slot
 
     def _count_own_step(self) -> int:
         """Without any timestep input the region counts its own calls per generation."""
+        self.clock.resume_after_interruption()
         generation, step = self.own_step
         step = step + 1 if generation == self.clock.generation else 0
         horizon = self.clock.horizon
@@ -151,10 +174,41 @@ class Region:
         return step
 
     def __call__(self, *args):
+        try:
+            return self._run(args)
+        except BaseException:  # e.g. KeyboardInterrupt mid-step: no later call may read this generation's caches
+            self.clock.interrupted = True
+            raise
+
+    def _slot_state(self, step: int, slot: int) -> SlotState:
+        """The slot's state if it ran the previous step of this generation, else a fresh one."""
+        generation, state = self.clock.generation, self.states.get(slot)
+        if state is not None and state.generation == generation and state.step == step - 1:
+            state.step = step
+            return state
+        if step > 0:  # a new input signature mid-generation, or a slot that skipped a step
+            log.info("toca_fx: fresh state for call slot %d at step %d (no cache from step %d)", slot, step, step - 1)
+        state = self.states[slot] = SlotState(generation, step)
+        return state
+
+    def _drop_caches_with_owner(self, frame) -> None:
+        """Dynamo keeps compiled code, so this region, alive until ``torch._dynamo.reset()``: tie
+        the caches to the compiled module whose call runs this region (found once, up the stack)."""
+        self.owner_known = True
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, torch._dynamo.eval_frame.OptimizedModule) or (
+                isinstance(owner, torch.nn.Module) and getattr(owner, "_compiled_call_impl", None) is not None
+            ):
+                weakref.finalize(owner, self.reset)
+                return
+            frame = frame.f_back
+
+    def _run(self, args):
+        if not self.owner_known:
+            self._drop_caches_with_owner(sys._getframe(2))
         step, slot = self._position(args)
-        state = self.states.get(slot)
-        if state is None or state.generation != self.clock.generation:
-            state = self.states[slot] = SlotState(self.clock.generation)
+        state = self._slot_state(step, slot)
         plan = self.plan(step)
         partial = plan is not None and not plan.full and state.ready
         key = plan.fresh if partial else "full"

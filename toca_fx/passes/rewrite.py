@@ -97,7 +97,10 @@ def _emit_cache(builder: _Builder, config: ToCaConfig, index: int, site: Site) -
     with builder.graph.inserting_after(y):
         builder.outputs[("cache", index)] = _cast(builder, y, model_dtype, _cache_dtype(config, site))
     for j, node in enumerate(site.interior):
-        builder.outputs[("interior", index, j)] = builder.env[node]
+        model_dtype = example_value(node).dtype
+        builder.outputs[("interior", index, j)] = _cast(
+            builder, builder.env[node], model_dtype, _cache_dtype(config, site)
+        )
 
 
 def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig) -> Variant:
@@ -214,7 +217,8 @@ def _partial(
         }
         for j, node in enumerate(site.interior):
             rows = builder.state(("interior", index, j))
-            fresh[node] = builder.call(scores.gather_tokens, rows, idx, flow.dims[node], meta=meta | {"role": "gather"})
+            gathered = builder.call(scores.gather_tokens, rows, idx, flow.dims[node], meta=meta | {"role": "gather"})
+            fresh[node] = _cast(builder, gathered, _cache_dtype(config, site), example_value(node).dtype)
         for node in site.fresh_nodes():
             copy = graph.node_copy(node, lambda a: fresh.get(a, env.get(a)))
             copy.meta = {**node.meta, "toca": meta | {"role": "fresh"}}
