@@ -32,7 +32,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=256, help="samples per configuration (default 256)")
     parser.add_argument("--batch-size", type=int, default=64, help="samples per generation (CFG doubles it)")
     parser.add_argument("--repeats", type=int, default=3, help="steady-state timed generations per row (median)")
-    parser.add_argument("--models", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        choices=WORKLOADS,
+        default=list(WORKLOADS),
+        help="digit models (none: only realistic size)",
+    )
     parser.add_argument("--intervals", type=int, nargs="+", default=[2, 3, 4, 6], help="sweep: interval N")
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.05, 0.15, 0.3], help="sweep: fresh_ratio")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where BENCHMARKS.md and the PNG go")
@@ -123,8 +129,9 @@ def main(argv=None) -> dict[str, list[runner.Row]]:
                 row.relative_l2 = ((images - samples[0]).norm() / samples[0].norm()).item()
     elapsed = time.perf_counter() - started
 
-    png = args.out / "benchmarks.png"
-    plot.quality_speed_png(digit_rows, png)
+    png = args.out / "benchmarks.png" if digit_rows else None
+    if png is not None:
+        plot.quality_speed_png(digit_rows, png)
     markdown = []
     for workload, rows in sections:
         heading = (
@@ -154,7 +161,7 @@ def main(argv=None) -> dict[str, list[runner.Row]]:
     for line in notes:
         print(line)
     document.write_markdown(args.out / "BENCHMARKS.md", command, markdown, png, notes)
-    print(f"wrote {args.out / 'BENCHMARKS.md'} and {png}")
+    print(f"wrote {args.out / 'BENCHMARKS.md'}" + (f" and {png}" if png else ""))
     return {**{workload.name: rows for workload, rows in sections}, "realistic": realistic_rows}
 
 

@@ -133,8 +133,10 @@ def machine() -> str:
     )
 
 
-def write_markdown(path: Path, command: str, sections: list[tuple[str, str]], png: Path, notes: list[str]) -> None:
-    """``sections``: (heading, body) pairs, bodies already in Markdown."""
+def write_markdown(
+    path: Path, command: str, sections: list[tuple[str, str]], png: Path | None, notes: list[str]
+) -> None:
+    """``sections``: (heading, body) pairs, bodies already in Markdown; ``png``: the plot, if there is one."""
     lines = [
         "# Benchmarks",
         "",
@@ -144,8 +146,7 @@ def write_markdown(path: Path, command: str, sections: list[tuple[str, str]], pn
         "",
         f"Machine: {machine()}.",
         "",
-        f"![quality against measured speedup]({png.name})",
-        "",
+        *([f"![quality against measured speedup]({png.name})", ""] if png else []),
     ]
     for heading, body in sections:
         lines += [f"## {heading}", "", body, ""]
