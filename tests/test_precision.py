@@ -5,8 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from harness import CONTEXT_TOKENS, RECOMPUTE_ALL, compile_toca, hand_case, pixart_case, sample
-from models import CAPTION_CHANNELS
+from toca_fx.zoo.diffusers_models import CAPTION_CHANNELS, TEXT_TOKENS
+
+from harness import RECOMPUTE_ALL, compile_toca, hand_case, pixart_case, sample
 
 STEPS = 8
 
@@ -18,7 +19,7 @@ def relative_error(outputs, reference) -> float:
 def bfloat16_pixart():
     case = pixart_case(layers=2)
     case.model.to(torch.bfloat16)
-    context = torch.randn(2, CONTEXT_TOKENS, CAPTION_CHANNELS, generator=torch.Generator().manual_seed(1)).bfloat16()
+    context = torch.randn(2, TEXT_TOKENS, CAPTION_CHANNELS, generator=torch.Generator().manual_seed(1)).bfloat16()
 
     def call(m, x, t):
         return m(x.bfloat16(), encoder_hidden_states=context, timestep=t).sample
