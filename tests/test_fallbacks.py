@@ -70,9 +70,7 @@ def test_a_model_with_nothing_cacheable_runs_exactly_with_one_warning(odd, reaso
     assert toca.fallbacks == [reason] if odd is None else reason in toca.fallbacks[0]
 
 
-@pytest.mark.parametrize(
-    "odd, reason", [("roll", "unknown op 'roll'"), ("pair", "splits or merges the token axis")], ids=["roll", "pair"]
-)
+@pytest.mark.parametrize("odd, reason", [("roll", "unknown op 'roll'")], ids=["roll"])
 def test_an_unprovable_site_recomputes_exactly_beside_cached_ones(odd, reason, caplog):
     """At partial steps the ordinary block is served from its cache while the odd block's branch
     still equals an eager recompute on the step's own input; one warning names the reason."""
@@ -93,6 +91,16 @@ def test_an_unprovable_site_recomputes_exactly_beside_cached_ones(odd, reason, c
     assert {s.policy for s in toca.sites} == {"reuse", "partial", "full"}
     warnings = toca_warnings(caplog.records)
     assert len(warnings) == 1 and reason in warnings[0] and "recompute every token" in warnings[0]
+
+
+def test_a_branch_that_mixes_pairs_of_tokens_is_reused_never_partial():
+    """Pairing neighbouring tokens mixes them: the site is a mixing site, served whole from its cache."""
+    case = odd_case("pair")
+    toca, model = compile_toca(case, "pixart-alpha", **AGGRESSIVE)
+    sample(case, model, STEPS)
+    mlp_policies = sorted(s.policy for s in toca.sites if s.kind == "mlp")
+    assert mlp_policies == ["partial", "reuse"]
+    assert all("token-mixing" in s.reason for s in toca.sites if s.policy == "reuse")
 
 
 def test_an_analysis_crash_runs_the_graph_uncached_with_one_warning(caplog, monkeypatch):
