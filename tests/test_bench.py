@@ -51,3 +51,31 @@ def test_smoke_run_writes_every_row(tmp_path, capsys):
     assert all(math.isfinite(row.ideal) and row.speedup > 0 for row in tables["realistic"])
     assert "python -m toca_fx.bench --smoke" in markdown and "Targets" in markdown and "SeaCache" in markdown
     assert (tmp_path / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _row(method, kind, speedup, ideal, psnr, frechet):
+    from toca_fx.bench.runner import Row
+
+    return Row(
+        "m", method, kind, 1.0, 1.0, 1.0, 1, None, 1, "", psnr=psnr, frechet=frechet, ideal=ideal, speedup=speedup
+    )
+
+
+def test_peer_comparison_takes_the_best_toca_row_at_least_as_fast():
+    from toca_fx.bench.document import peer_comparison_table
+
+    rows = [
+        _row("peer A", "peer", 1.5, 1.2, 40.0, 10.0),
+        _row("peer B", "peer", 3.0, 3.0, 20.0, 30.0),
+        _row("toca slow", "sweep", 1.4, 1.3, 50.0, 5.0),
+        _row("toca fast", "sweep", 2.0, 2.0, 35.0, 12.0),
+        _row("toca fastest", "toca_fx", 2.5, 2.5, 30.0, 9.0),
+    ]
+    lines = peer_comparison_table(rows, "tsv").splitlines()[1:]
+    cells = [[cell.strip() for cell in line.split("\t")] for line in lines]
+    by_key = {(c[0], c[1]): (c[5], c[-1]) for c in cells}
+    # Measured axis: "toca slow" is better but slower than peer A; of the faster rows, the best PSNR falls short.
+    assert by_key["peer A", "measured"] == ("toca fast", "toca_fx worse: PSNR -5.0 dB, FD +2.0")
+    assert by_key["peer A", "FLOPs-ideal"] == ("toca slow", "toca_fx at least as good")
+    assert by_key["peer B", "measured"] == ("-", "no toca_fx row this fast")
+    assert by_key["peer B", "FLOPs-ideal"] == ("-", "no toca_fx row this fast")

@@ -39,8 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=list(WORKLOADS),
         help="digit models (none: only realistic size)",
     )
-    parser.add_argument("--intervals", type=int, nargs="+", default=[2, 3, 4, 6], help="sweep: interval N")
-    parser.add_argument("--ratios", type=float, nargs="+", default=[0.05, 0.15, 0.3], help="sweep: fresh_ratio")
+    parser.add_argument("--intervals", type=int, nargs="+", default=[2, 3, 5], help="sweep: interval N")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.05, 0.15, 0.3, 0.6], help="sweep: fresh_ratio")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where BENCHMARKS.md and the PNG go")
     parser.add_argument("--skip-realistic", action="store_true", help="skip speed at realistic size")
     args = parser.parse_args(argv)
@@ -138,8 +138,11 @@ def main(argv=None) -> dict[str, list[runner.Row]]:
             f"{workload.name} on digits: {workload.num_steps} {workload.sampler_name} steps, "
             f"{workload.num_samples} samples in batches of {args.batch_size}"
         )
-        print(f"\n{heading}\n{document.quality_table(rows)}")
-        markdown.append((heading, document.quality_table(rows, "github")))
+        comparison = "toca_fx against each diffusers hook at equal or higher speed"
+        print(f"\n{heading}\n{document.quality_table(rows)}\n\n{comparison}\n{document.peer_comparison_table(rows)}")
+        body = document.quality_table(rows, "github")
+        body += f"\n\n{comparison}:\n\n" + document.peer_comparison_table(rows, "github")
+        markdown.append((heading, body))
     if realistic_rows:
         heading = f"Speed at realistic size: {realistic.name} model, random weights ({realistic.shape.describe()})"
         print(f"\n{heading}\n{document.realistic_table(realistic_rows)}")

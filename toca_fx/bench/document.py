@@ -122,6 +122,50 @@ def targets_table(rows, preset: str, tablefmt: str = "simple") -> str:
     return tabulate(table, headers=["target", "measured", ""], tablefmt=tablefmt)
 
 
+SPEED_AXES = (("measured", "speedup"), ("FLOPs-ideal", "ideal"))
+
+
+def _at_least_as_good(row, peer) -> bool:
+    return row.psnr >= peer.psnr and row.frechet <= peer.frechet
+
+
+def peer_comparison_table(rows, tablefmt: str = "simple") -> str:
+    """For each diffusers hook's row and each speed axis: toca_fx's best row (faithful preset, FORA or the sweep)
+    at least as fast, and whether its quality (PSNR against uncached, Fréchet distance) is at least as good.
+    Best = meets both if any row does, then the highest PSNR."""
+    ours = [r for r in rows if r.kind in ("toca_fx", "sweep")]
+    table = []
+    for peer in (r for r in rows if r.kind == "peer"):
+        for axis, attribute in SPEED_AXES:
+            speed = getattr(peer, attribute)
+            faster = [r for r in ours if getattr(r, attribute) >= speed]
+            best = max(faster, key=lambda r: (_at_least_as_good(r, peer), r.psnr), default=None)
+            if best is None:
+                verdict = "no toca_fx row this fast"
+            elif _at_least_as_good(best, peer):
+                verdict = "toca_fx at least as good"
+            else:
+                short = [f"PSNR {best.psnr - peer.psnr:+.1f} dB"] if best.psnr < peer.psnr else []
+                short += [f"FD {best.frechet - peer.frechet:+.1f}"] if best.frechet > peer.frechet else []
+                verdict = "toca_fx worse: " + ", ".join(short)
+            table.append(
+                [
+                    peer.method,
+                    axis,
+                    _number(speed),
+                    _number(peer.psnr, 1),
+                    _number(peer.frechet, 1),
+                    None if best is None else best.method,
+                    None if best is None else _number(getattr(best, attribute)),
+                    None if best is None else _number(best.psnr, 1),
+                    None if best is None else _number(best.frechet, 1),
+                    verdict,
+                ]
+            )
+    headers = ["peer", "speed axis", "peer ×", "peer PSNR", "peer FD", "toca_fx row", "×", "PSNR", "FD", "verdict"]
+    return tabulate(table, headers=headers, tablefmt=tablefmt, missingval="-", disable_numparse=True)
+
+
 def not_applicable_lines() -> list[str]:
     return [f"diffusers {name}: not applied: {why}" for name, why in NOT_APPLICABLE.items()]
 

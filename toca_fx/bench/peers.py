@@ -129,8 +129,8 @@ HOOKS = (
         "FasterCache",
         apply_faster_cache,
         _faster,
-        "defaults, BCHW, class_labels split as a CFG input; it computes the batch's second half (uncond "
-        "here: the digit samplers batch [cond, uncond]) and extrapolates the first",
+        "defaults, BCHW, class_labels split as a CFG input; it computes the batch's cond half and "
+        "extrapolates the uncond half",
     ),
     Hook("MagCache", apply_mag_cache, _mag, "threshold 0.06, K=3 (defaults); ratios calibrated here", calibrate=True),
 )

@@ -1,11 +1,12 @@
 """Train the three digit models and write their weights: ``python -m toca_fx.bench.train``.
 
-Deterministic for a given torch build and thread count (fixed seeds, one generator per model). The diffusion
-models train progressively, as PixArt-α does: first on the native 8×8 digits (64 tokens, cheap), then on the
-16×16 images they serve (256 tokens); diffusers' sin-cos position embedding is defined on the same coordinate
-range at both sizes. Epsilon prediction on ``NOISE_SCHEDULE``, AdamW, EMA weights are saved. The DiT drops
-10% of class labels itself in training mode (diffusers' ``LabelEmbedding``); the PixArt model's captions are
-dropped to the null caption at the same rate, so classifier-free guidance works for both.
+Deterministic for a given torch build and thread count (fixed seeds, one generator per model); the three models
+train in parallel processes, one thread each. The diffusion models train progressively, as PixArt-α does: on the
+native 8×8 digits (16 tokens, cheap), at 16×16 (64 tokens), then on the 32×32 images they serve (256 tokens);
+diffusers' sin-cos position embedding is defined on the same coordinate range at every size. Epsilon prediction
+on ``NOISE_SCHEDULE``, AdamW, EMA weights are saved. The DiT drops 10% of class labels itself in training mode
+(diffusers' ``LabelEmbedding``); the PixArt model's captions are dropped to the null caption at the same rate, so
+classifier-free guidance works for both.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import torch
 import torch.nn as nn
@@ -48,9 +51,9 @@ SEED = 0
 CLASSIFIER_EPOCHS = 12
 CLASSIFIER_BATCH = 64
 # (image size, steps, batch) per stage
-DIT_STAGES = ((NATIVE_SIZE, 400, 128), (IMAGE_SIZE, 150, 64))
+DIT_STAGES = ((NATIVE_SIZE, 1000, 128), (2 * NATIVE_SIZE, 500, 128), (IMAGE_SIZE, 300, 64))
 # Conditioning through cross-attention is learned more slowly than DiT's adaLN class embedding: more cheap 8×8 steps.
-PIXART_STAGES = ((NATIVE_SIZE, 900, 128), (IMAGE_SIZE, 100, 64))
+PIXART_STAGES = ((NATIVE_SIZE, 1500, 128), (2 * NATIVE_SIZE, 500, 128), (IMAGE_SIZE, 250, 64))
 LEARNING_RATE = 2e-3
 WARMUP_STEPS = 50
 EMA_DECAY = 0.999
@@ -59,6 +62,7 @@ LOSS_WINDOW = 50  # final loss = mean over the last steps
 CHECK_SAMPLES = 64
 CHECK_STEPS = 10
 MODELS = ("classifier", "dit", "pixart")
+BENCH_STEPS = {"dit": 50, "pixart": 20}  # the benchmark's sampler settings
 
 
 def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -68,7 +72,7 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return images.roll((dy, dx), dims=(2, 3)) + noise_level * torch.randn(images.shape, generator=generator)
 
 
-def train_classifier() -> tuple[DigitClassifier, float]:
+def train_classifier(position: int = 0) -> tuple[DigitClassifier, float]:
     torch.manual_seed(SEED)
     generator = torch.Generator().manual_seed(SEED)
     images, labels = real_digits(split="train")
@@ -76,7 +80,7 @@ def train_classifier() -> tuple[DigitClassifier, float]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     steps_per_epoch = len(images) // CLASSIFIER_BATCH
     losses = []
-    for _ in tqdm(range(CLASSIFIER_EPOCHS), desc="classifier"):
+    for _ in tqdm(range(CLASSIFIER_EPOCHS), desc="classifier", position=position):
         order = torch.randperm(len(images), generator=generator)
         for batch in order[: steps_per_epoch * CLASSIFIER_BATCH].view(steps_per_epoch, -1):
             loss = F.cross_entropy(model(_augment(images[batch], generator)), labels[batch])
@@ -87,7 +91,7 @@ def train_classifier() -> tuple[DigitClassifier, float]:
     return model.eval(), sum(losses[-steps_per_epoch:]) / steps_per_epoch
 
 
-def train_diffusion(name: str, model: nn.Module, predict, stages) -> tuple[nn.Module, float]:
+def train_diffusion(name: str, model: nn.Module, predict, stages, position: int = 0) -> tuple[nn.Module, float]:
     """``predict(model, noisy, timesteps, images, labels, generator) -> noise prediction``."""
     torch.manual_seed(SEED)
     generator = torch.Generator().manual_seed(SEED)
@@ -102,7 +106,7 @@ def train_diffusion(name: str, model: nn.Module, predict, stages) -> tuple[nn.Mo
     losses, updates = [], 0
     for size, steps, batch_size in stages:
         images, labels = real_digits(size=size, split="train")
-        progress = tqdm(range(steps), desc=f"{name} {size}x{size}")
+        progress = tqdm(range(steps), desc=f"{name} {size}x{size}", position=position)
         for _ in progress:
             batch = torch.randint(len(images), (batch_size,), generator=generator)
             clean = images[batch]
@@ -140,61 +144,69 @@ def save(model: nn.Module, name: str, **metadata) -> None:
 
 
 def check_samples() -> dict[str, float]:
-    """Accuracy of the classifier on 10-step CFG samples of each diffusion model (labels/captions of test digits)."""
+    """Accuracy of the classifier on CFG samples of each diffusion model (labels/captions of test digits), with
+    ``CHECK_STEPS`` steps and with the benchmark's step counts."""
     classifier = load_classifier()
     images, labels = real_digits(split="test")
     images, labels = images[:CHECK_SAMPLES], labels[:CHECK_SAMPLES]
+    captions = caption_tokens(labels, attribute_bins(images))
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(SEED))
-    return {
-        "dit": class_accuracy(classifier, sample_dit(load_dit(), labels, noise, num_steps=CHECK_STEPS), labels),
-        "pixart": class_accuracy(
-            classifier,
-            sample_pixart(load_pixart(), caption_tokens(labels, attribute_bins(images)), noise, num_steps=CHECK_STEPS),
-            labels,
-        ),
-    }
+    dit, pixart = load_dit(), load_pixart()
+    accuracies = {}
+    for steps in (CHECK_STEPS, BENCH_STEPS["dit"]):
+        accuracies[f"dit {steps} steps"] = class_accuracy(classifier, sample_dit(dit, labels, noise, steps), labels)
+    for steps in (CHECK_STEPS, BENCH_STEPS["pixart"]):
+        samples = sample_pixart(pixart, captions, noise, steps)
+        accuracies[f"pixart {steps} steps"] = class_accuracy(classifier, samples, labels)
+    return accuracies
+
+
+def train_one(name: str, threads: int, position: int) -> tuple[str, float, float]:
+    """Train one model and save its weights; returns (name, final loss, wall seconds). Runs in a worker process."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    torch.manual_seed(SEED)  # the initial weights must not depend on which models ran before
+    if name == "classifier":
+        model, loss = train_classifier(position)
+        save(model, name, epochs=CLASSIFIER_EPOCHS)
+    else:
+        make, predict, stages = {
+            "dit": (lambda: DiTTransformer2DModel(**DIT_CONFIG), predict_dit, DIT_STAGES),
+            "pixart": (PixArtCaptioned, predict_pixart, PIXART_STAGES),
+        }[name]
+        model, loss = train_diffusion(name, make(), predict, stages, position)
+        save(model, name, stages=stages, ema_decay=EMA_DECAY)
+    return name, loss, time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # One thread: the committed weights were made so, and on a shared 2-core machine a second thread mostly spins.
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--jobs", type=int, default=2, help="models trained at once, in processes (default 2)")
+    # One thread per job: the committed weights were made so, and at this width a second thread mostly spins.
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per job (default 1)")
     parser.add_argument(
         "--models", nargs="+", choices=MODELS, default=list(MODELS), help="which to train (each has its own seed)"
     )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads")
+    print(f"torch {torch.__version__}, {args.jobs} jobs of {args.threads} thread(s)")
 
-    timings, results = {}, {}
-    cpu_start = time.process_time()
-    if "classifier" in args.models:
-        start = time.perf_counter()
-        classifier, results["classifier"] = train_classifier()
-        save(classifier, "classifier", epochs=CLASSIFIER_EPOCHS)
-        test_images, test_labels = real_digits(split="test")
-        accuracy = class_accuracy(classifier, test_images, test_labels)
-        print(f"classifier held-out accuracy {accuracy:.3f} ({len(test_labels)} digits)")
-        timings["classifier"] = time.perf_counter() - start
-    for name, make, predict, stages in (
-        ("dit", lambda: DiTTransformer2DModel(**DIT_CONFIG), predict_dit, DIT_STAGES),
-        ("pixart", PixArtCaptioned, predict_pixart, PIXART_STAGES),
-    ):
-        if name in args.models:
-            start = time.perf_counter()
-            torch.manual_seed(SEED)  # the initial weights must not depend on which models ran before
-            ema, results[name] = train_diffusion(name, make(), predict, stages)
-            save(ema, name, stages=stages, ema_decay=EMA_DECAY)
-            timings[name] = time.perf_counter() - start
+    start = time.perf_counter()
+    # spawn: a forked child would inherit the parent's OpenMP state.
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(train_one, name, args.threads, i) for i, name in enumerate(args.models)]
+        results = [future.result() for future in futures]
+    wall = time.perf_counter() - start
 
-    for name, loss in results.items():
-        print(f"{name}: final loss {loss:.4f} (mean over the last steps)")
-    per_model = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
-    cpu = time.process_time() - cpu_start
+    print()
+    for name, loss, seconds in results:
+        print(f"{name}: final loss {loss:.4f} (mean over the last steps), {seconds:.0f} s")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"training time: {per_model}; total {sum(timings.values()):.0f} s wall, {cpu:.0f} s CPU; load average {load}")
+    print(f"training time: {wall:.0f} s wall for all; load average {load}")
+    torch.set_num_threads(args.jobs * args.threads)
+    test_images, test_labels = real_digits(split="test")
+    print(f"classifier held-out accuracy {class_accuracy(load_classifier(), test_images, test_labels):.3f}")
     accuracies = ", ".join(f"{k} {v:.3f}" for k, v in check_samples().items())
-    print(f"{CHECK_STEPS}-step CFG samples classified correctly: {accuracies}")
+    print(f"CFG samples classified correctly: {accuracies}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ WORKLOADS = ("dit", "pixart")
 
 @dataclass
 class Batch:
-    noise: torch.Tensor  # (B, 1, 16, 16)
+    noise: torch.Tensor  # (B, 1, IMAGE_SIZE, IMAGE_SIZE)
     labels: torch.Tensor  # (B,) digits, for class accuracy
     condition: torch.Tensor  # what the sampler conditions on: labels (DiT) or caption tokens (PixArt)
 
