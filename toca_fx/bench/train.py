@@ -4,9 +4,9 @@ Deterministic for a given torch build and thread count (fixed seeds, one generat
 train in parallel processes, one thread each. The diffusion models train progressively, as PixArt-α does: on the
 native 8×8 digits (16 tokens, cheap), at 16×16 (64 tokens), then on the 32×32 images they serve (256 tokens);
 diffusers' sin-cos position embedding is defined on the same coordinate range at every size. Epsilon prediction
-on ``NOISE_SCHEDULE``, AdamW, EMA weights are saved. The DiT drops 10% of class labels itself in training mode
-(diffusers' ``LabelEmbedding``); the PixArt model's captions are dropped to the null caption at the same rate, so
-classifier-free guidance works for both.
+on ``NOISE_SCHEDULE``, AdamW; the EMA of the weights over the last size's steps is saved. The DiT drops 10% of
+class labels itself in training mode (diffusers' ``LabelEmbedding``); the PixArt model's captions are dropped to
+the null caption at the same rate, so classifier-free guidance works for both.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ SEED = 0
 CLASSIFIER_EPOCHS = 12
 CLASSIFIER_BATCH = 64
 # (image size, steps, batch) per stage
-DIT_STAGES = ((NATIVE_SIZE, 1000, 128), (2 * NATIVE_SIZE, 500, 128), (IMAGE_SIZE, 300, 64))
+DIT_STAGES = ((NATIVE_SIZE, 1000, 128), (2 * NATIVE_SIZE, 600, 128), (IMAGE_SIZE, 400, 64))
 # Conditioning through cross-attention is learned more slowly than DiT's adaLN class embedding: more cheap 8×8 steps.
 PIXART_STAGES = ((NATIVE_SIZE, 1500, 128), (2 * NATIVE_SIZE, 500, 128), (IMAGE_SIZE, 250, 64))
 LEARNING_RATE = 2e-3
@@ -103,9 +103,10 @@ def train_diffusion(name: str, model: nn.Module, predict, stages, position: int 
     )
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     model.train()
-    losses, updates = [], 0
+    losses = []
     for size, steps, batch_size in stages:
         images, labels = real_digits(size=size, split="train")
+        updates = 0  # the EMA warms up again at each size: it must not average in weights fit to a smaller size
         progress = tqdm(range(steps), desc=f"{name} {size}x{size}", position=position)
         for _ in progress:
             batch = torch.randint(len(images), (batch_size,), generator=generator)
