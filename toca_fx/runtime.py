@@ -244,28 +244,37 @@ class Region:
     def _variant(self, key, args, state: SlotState) -> tuple[Variant, Callable]:
         """The compiled variant for ``key`` ("full" or a tuple of k per site).
 
-        Under a compiler with symbolic ints, PARTIAL variants are compiled once per
-        :func:`site_modes` and reused for every k they accept; the others once per k tuple.
+        Under a compiler with symbolic ints, PARTIAL variants are compiled per :func:`site_modes` and
+        reused for every k they accept; a k tuple that none accepts gets another symbolic variant of
+        that shape (not one with its k baked in, which would need a compile per step). Under other
+        compilers, one variant per k tuple.
         """
         if key in self.dispatch:
             return self.dispatch[key]
-        symbolic = key != "full" and getattr(self.compiler, "symbolic_ints", False)
-        shape = ("modes", site_modes(self.analysis, key)) if symbolic else key
-        if shape in self.variants:
-            variant, fn = self.variants[shape]
-            if not hasattr(fn, "accepts") or fn.accepts([*args, *self._inputs(state, variant, key)]):
-                self.dispatch[key] = self.variants[shape]
+        if key == "full" or not getattr(self.compiler, "symbolic_ints", False):
+            if key not in self.variants:
+                variant = build_full(self.gm, self.analysis, self.config) if key == "full" else None
+                variant = variant or build_partial(self.gm, self.analysis, self.config, key, symbolic=False)
+                self._compile(key, variant, [*args, *self._inputs(state, variant, key)])
+            self.dispatch[key] = self.variants[key]
+            return self.dispatch[key]
+        modes = site_modes(self.analysis, key)
+        tried = 0
+        while ("modes", modes, tried) in self.variants:
+            variant, fn = self.variants["modes", modes, tried]
+            if fn_accepts(fn, [*args, *self._inputs(state, variant, key)]):
+                self.dispatch[key] = self.variants["modes", modes, tried]
                 return self.dispatch[key]
-            log.info("toca_fx: %s is outside what the compiled variant accepts: compiling it", _name(key))
-            shape, symbolic = key, False
-        if key == "full":
-            variant = build_full(self.gm, self.analysis, self.config)
-        else:
-            variant = build_partial(self.gm, self.analysis, self.config, key, symbolic)
-        example = [*args, *self._inputs(state, variant, key)]
-        log.info("toca_fx: compiling %s variant (%d state inputs)", _name(shape), len(variant.inputs))
-        self.variants[shape] = self.dispatch[key] = (variant, self.compiler(variant.module, example))
+            tried += 1
+        # A k of 1 is a size Inductor specialises on, so k tuples with 1s at other sites need a variant of their own.
+        variant = build_partial(self.gm, self.analysis, self.config, key, symbolic=True)
+        self._compile(("modes", modes, tried), variant, [*args, *self._inputs(state, variant, key)])
+        self.dispatch[key] = self.variants["modes", modes, tried]
         return self.dispatch[key]
+
+    def _compile(self, shape, variant: Variant, example: list) -> None:
+        log.info("toca_fx: compiling %s variant (%d state inputs)", _name(shape), len(variant.inputs))
+        self.variants[shape] = (variant, self.compiler(variant.module, example))
 
     def _fail(self, key, exc: Exception, args) -> Variant:
         """Replace every variant by the original graph: exact, uncached, and said once."""
@@ -293,10 +302,16 @@ class Region:
         self.calls_in_step.clear()
 
 
+def fn_accepts(fn: Callable, args: list) -> bool:
+    """Whether compiled code accepts these inputs (code without guards accepts all)."""
+    return not hasattr(fn, "accepts") or fn.accepts(args)
+
+
 def _name(key) -> str:
     if key == "full":
         return "FULL"
     if key[0] == "modes":
         counts = Counter(key[1])
-        return "PARTIAL (k symbolic; " + ", ".join(f"{n} {mode}" for mode, n in sorted(counts.items())) + " sites)"
+        sites = ", ".join(f"{n} {mode}" for mode, n in sorted(counts.items()))
+        return f"PARTIAL (k symbolic, #{key[2]}; {sites} sites)"
     return f"PARTIAL k={key}"

@@ -177,6 +177,21 @@ def machine() -> str:
     )
 
 
+COLUMNS = [
+    "`ideal ×`: FLOPs-ideal speedup, the uncached FLOPs per generation (torch.utils.flop_counter) over the row's.",
+    "`measured ×`: plain `torch.compile`'s seconds per generation over the row's (medians of the steady-state "
+    "generations of the same run).",
+    "`compile s`: the first generation's time less the steady-state median; `compile ×` divides it by plain "
+    "`torch.compile`'s.",
+    "`cache MiB`: tensors held by the cache after a generation.",
+    "`PSNR dB`, `rel. L2`: the final samples against the uncached eager samples from the same noise.",
+    "`accuracy`: the trained classifier's agreement with the digit each sample was conditioned on; `FD`: Fréchet "
+    "distance between the samples and the 1,797 real digits in the classifier's penultimate features. It is noisy "
+    "at 256 samples: ten random sets of 256 real digits scored 20 to 45 against all 1,797.",
+    "`graphs`: graphs Dynamo compiled for the row.",
+]
+
+
 def write_markdown(
     path: Path, command: str, sections: list[tuple[str, str]], png: Path | None, notes: list[str]
 ) -> None:
@@ -194,5 +209,6 @@ def write_markdown(
     ]
     for heading, body in sections:
         lines += [f"## {heading}", "", body, ""]
+    lines += ["## Columns", "", *[f"- {column}" for column in COLUMNS], ""]
     lines += ["## Notes", "", *[f"- {note}" for note in notes], ""]
     path.write_text("\n".join(lines))
