@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shlex
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -96,8 +94,6 @@ def main(argv=None) -> dict[str, list[runner.Row]]:
     compiler = "eager" if args.smoke else "inductor"
     logging.getLogger("toca_fx").setLevel(logging.ERROR)  # per-variant logs would drown the progress bar
     warnings.filterwarnings("ignore", module="diffusers")
-    # A fresh Inductor cache: every row compiles cold, so compile times compare like with like.
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="toca_fx_bench_inductor_"))
     warm_up(compiler)
 
     from toca_fx.bench import digits, metrics  # needs the trained weights

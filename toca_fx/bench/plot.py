@@ -34,9 +34,12 @@ def quality_speed_png(rows, path: Path) -> None:
                     marker=".",
                     label="toca_fx sweep (interval × fresh ratio)",
                 )
-            others = [r for r in own if r.kind != "sweep" and math.isfinite(getattr(r, metric))]
-            for index, r in enumerate(others):
-                axis.plot(r.speedup, getattr(r, metric), MARKERS[index % len(MARKERS)], markersize=8, label=r.method)
+            # Marker and colour by row, the same in both panels; the uncached rows have no PSNR against themselves.
+            for index, r in enumerate(r for r in own if r.kind != "sweep"):
+                value = getattr(r, metric)
+                if math.isfinite(value) and not (metric == "psnr" and r.kind in ("eager", "compile")):
+                    style = dict(marker=MARKERS[index % len(MARKERS)], color=f"C{index % 10}", linestyle="")
+                    axis.plot(r.speedup, value, markersize=8, label=r.method, **style)
             axis.set_xlabel("measured speedup over plain torch.compile (×)")
             axis.set_ylabel(label)
             axis.set_title(f"{model}")

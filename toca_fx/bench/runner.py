@@ -1,9 +1,10 @@
 """Measure one method on one workload: time, compile time, FLOPs, cache memory and sample quality.
 
-Per row: Dynamo is reset, the method compiles on its first generation, every batch is generated once (the
-first generation's time less the steady-state median is the compile time), extra timed generations of the first
-batch are added until there are ``repeats`` steady-state times, and one more generation on an eager twin counts
-FLOPs. Ratios (speedup, compile time) are taken against the plain ``torch.compile`` row of the same run.
+Per row: Dynamo is reset, the method compiles on its first generation in a fresh Inductor cache, every batch is
+generated once (the first generation's time less the steady-state median is the compile time), extra timed
+generations of the first batch are added until there are ``repeats`` steady-state times, and one more generation
+on an eager twin counts FLOPs. Ratios (speedup, compile time) are taken against the plain ``torch.compile`` row
+of the same run.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch._dynamo.utils import counters
+from torch._inductor.utils import fresh_cache
 
 from toca_fx.bench import metrics, peers
 from toca_fx.bench.methods import Method
@@ -70,7 +72,8 @@ def measure(workload, method: Method, compiler: str, repeats: int) -> tuple[Row,
     torch._dynamo.reset()
     counters.clear()
     prepared = method.prepare(workload, compiler)
-    with prepared.settings():
+    # Every row compiles cold (a new Inductor cache, no kernels kept from earlier rows): compile times compare.
+    with fresh_cache(), prepared.settings():
         images, times = generate_all(workload, prepared.run, prepared.reset, repeats)
     graphs = counters["stats"]["unique_graphs"]
     with torch.no_grad():
