@@ -31,8 +31,8 @@ def test_inductor_matches_eager_and_uncached(score):
     region = toca.regions[0]
     plans = [plan for plan in region.schedule(steps) if not plan.full]
     tuples = {plan.fresh for plan in plans}
-    shapes = {site_modes(region.analysis, plan.fresh, symbolic=True) for plan in plans}
-    with_ones = {(site_modes(region.analysis, k, symbolic=True), tuple(n == 1 for n in k)) for k in tuples}
+    shapes = {site_modes(region.analysis, plan.fresh, region.config) for plan in plans}
+    with_ones = {(site_modes(region.analysis, k, region.config), tuple(n == 1 for n in k)) for k in tuples}
     assert len(tuples) > len(shapes)
     assert len(region.variants) == 1 + len(with_ones) < 1 + len(tuples)
 

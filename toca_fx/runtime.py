@@ -258,7 +258,7 @@ class Region:
                 self._compile(key, variant, [*args, *self._inputs(state, variant, key)])
             self.dispatch[key] = self.variants[key]
             return self.dispatch[key]
-        modes = site_modes(self.analysis, key, symbolic=True)
+        modes = site_modes(self.analysis, key, self.config)
         tried = 0
         while ("modes", modes, tried) in self.variants:
             variant, fn = self.variants["modes", modes, tried]

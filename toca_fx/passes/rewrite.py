@@ -141,17 +141,24 @@ def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig)
     return builder.finish()
 
 
-def site_modes(analysis: RegionAnalysis, fresh: tuple[int, ...], symbolic: bool = False) -> tuple[str, ...]:
+def site_modes(
+    analysis: RegionAnalysis, fresh: tuple[int, ...], symbolic_config: ToCaConfig | None = None
+) -> tuple[str, ...]:
     """What each site does at a partial step with token counts ``fresh``: its part of the graph's shape.
 
-    With ``symbolic`` k, a partial site without cached interior values (whose fresh tokens are then
-    computed exactly as in the model) stays "partial" when it refreshes all its tokens (k = N): one
-    compiled variant then also serves the steps where the ratio clamps to 1, at the cost of a
+    With symbolic k (``symbolic_config`` given), a partial site that refreshes all its tokens (k = N)
+    stays "partial" where that is exact: no cached interior values and a cache in the model's dtype.
+    One compiled variant then also serves the steps where the ratio clamps to 1, at the cost of a
     gather and scatter of every token at those steps.
     """
 
+    def lossless(site: Site) -> bool:
+        return _cache_dtype(symbolic_config, site) == example_value(site.output).dtype
+
     def mode(site: Site, k: int) -> str:
-        all_fresh_as_partial = symbolic and site.policy == "partial" and not site.interior
+        all_fresh_as_partial = (
+            symbolic_config is not None and site.policy == "partial" and not site.interior and lossless(site)
+        )
         if site.policy == "full" or (k >= site.num_tokens and not all_fresh_as_partial):
             return "compute"
         return "reuse" if k == 0 or site.policy == "reuse" else "partial"
@@ -166,7 +173,8 @@ def build_partial(
     so one compiled variant serves every ``fresh`` with the same :func:`site_modes`."""
     counters["variant:partial"] += 1
     builder = _Builder(gm)
-    for index, (site, k, mode) in enumerate(zip(analysis.sites, fresh, site_modes(analysis, fresh, symbolic))):
+    modes = site_modes(analysis, fresh, config if symbolic else None)
+    for index, (site, k, mode) in enumerate(zip(analysis.sites, fresh, modes)):
         if site.policy == "full":
             continue
         if mode == "compute":
