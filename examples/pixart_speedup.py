@@ -2,10 +2,10 @@
 
 The model is diffusers' ``PixArtTransformer2DModel`` with PixArt-α's block structure (adaLN-single,
 self-attention, cross-attention to a 120-token caption, GELU MLP, learned sigma), with random
-weights and scaled down in depth and width so that 2 CPU cores run it in about a minute. The
+weights and scaled down in depth and width so that 2 CPU cores run it in a few minutes. The
 sampler is PixArt-α's: 20 DPM-Solver++ steps, classifier-free guidance as one batch of 2.
 
-    python examples/pixart_speedup.py                       # ~1 minute on 2 cores
+    python examples/pixart_speedup.py                       # a few minutes on 2 cores
     python examples/pixart_speedup.py --layers 28 --heads 16 --head-dim 72   # PixArt-α XL/2 size
 
 Prints wall time, speedup over plain torch.compile, FLOPs and the relative error of the final
