@@ -253,8 +253,10 @@ class Region:
             return self.dispatch[key]
         if key == "full" or not getattr(self.compiler, "symbolic_ints", False):
             if key not in self.variants:
-                variant = build_full(self.gm, self.analysis, self.config) if key == "full" else None
-                variant = variant or build_partial(self.gm, self.analysis, self.config, key, symbolic=False)
+                if key == "full":
+                    variant = build_full(self.gm, self.analysis, self.config)
+                else:
+                    variant = build_partial(self.gm, self.analysis, self.config, key, symbolic=False)
                 self._compile(key, variant, [*args, *self._inputs(state, variant, key)])
             self.dispatch[key] = self.variants[key]
             return self.dispatch[key]
@@ -262,7 +264,7 @@ class Region:
         tried = 0
         while ("modes", modes, tried) in self.variants:
             variant, fn = self.variants["modes", modes, tried]
-            if fn_accepts(fn, [*args, *self._inputs(state, variant, key)]):
+            if _accepts(fn, [*args, *self._inputs(state, variant, key)]):
                 self.dispatch[key] = self.variants["modes", modes, tried]
                 return self.dispatch[key]
             tried += 1
@@ -302,7 +304,7 @@ class Region:
         self.calls_in_step.clear()
 
 
-def fn_accepts(fn: Callable, args: list) -> bool:
+def _accepts(fn: Callable, args: list) -> bool:
     """Whether compiled code accepts these inputs (code without guards accepts all)."""
     return not hasattr(fn, "accepts") or fn.accepts(args)
 
