@@ -8,6 +8,7 @@ import torch
 import torch.fx as fx
 from torch.fx.node import map_arg
 
+from toca_fx.passes.flops import flop_counter
 from toca_fx.passes.graph import ValueRecorder
 from toca_fx.zoo.case import Case, sample, timesteps
 from toca_fx.zoo.checks import RECOMPUTE_ALL, compile_toca
@@ -73,10 +74,8 @@ class FlopCounting:
         self.total = 0
 
     def __call__(self, gm: fx.GraphModule, example_inputs) -> Callable:
-        from torch.utils.flop_counter import FlopCounterMode
-
         def run(*args):
-            with FlopCounterMode(display=False) as counter:
+            with flop_counter() as counter:
                 out = gm(*args)
             self.total += counter.get_total_flops()
             return out

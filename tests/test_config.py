@@ -46,7 +46,8 @@ def invalid_values():
     for name in BOOLS:
         cases.append(st.tuples(st.just(name), st.integers() | st.none() | st.text(max_size=3), st.just(TypeError)))
     cases.append(st.tuples(st.just("cache_dtype"), st.sampled_from([torch.int32, torch.bool]), st.just(ValueError)))
-    cases.append(st.tuples(st.just("cache_dtype"), st.sampled_from(["bfloat16", 16, 2.0]), st.just(TypeError)))
+    # not strings: from_options reads a dtype's name ("bfloat16") as the dtype
+    cases.append(st.tuples(st.just("cache_dtype"), st.sampled_from([16, 2.0, [torch.float16]]), st.just(TypeError)))
     return st.one_of(cases)
 
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 import toca_fx
 from toca_fx import ToCaConfig
 from toca_fx.bench import peers
+from toca_fx.passes.flops import flop_counter
 
 
 @dataclass
@@ -50,7 +50,7 @@ class FlopTally:
         def run(*args):
             if not self.counting:
                 return gm.forward(*args)
-            with FlopCounterMode(display=False) as mode:
+            with flop_counter() as mode:
                 out = gm.forward(*args)
             self.total += mode.get_total_flops()
             return out
@@ -71,7 +71,7 @@ def count_eager(run: Callable, reset: Callable[[], None] = lambda: None):
 
     def count(generate) -> float:
         reset()
-        with FlopCounterMode(display=False) as mode:
+        with flop_counter() as mode:
             generate(run)
         return float(mode.get_total_flops())
 

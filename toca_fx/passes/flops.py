@@ -1,13 +1,28 @@
-"""FLOPs per node, counted by ``torch.utils.flop_counter`` over fake tensors (no real compute)."""
+"""FLOPs per node, counted by ``torch.utils.flop_counter`` over fake tensors (no real compute), and the counter
+every FLOPs figure of the project uses."""
 
 from __future__ import annotations
 
 import torch
 import torch.fx as fx
 from torch._subclasses import FakeTensorMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_count
 
 from .graph import example_value
+
+_CPU_ATTENTION = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def flop_counter() -> FlopCounterMode:
+    """A quiet ``FlopCounterMode`` that also counts attention on CPU. torch 2.13 has no formula for the kernel
+    ``scaled_dot_product_attention`` runs on CPU and counts it as 0 FLOPs (pytorch/pytorch#195460, fixed upstream
+    by #195801); it gets torch's own SDPA formula here."""
+    missing = {} if _CPU_ATTENTION in flop_registry else {_CPU_ATTENTION: _attention_flops}
+    return FlopCounterMode(display=False, custom_mapping=missing)
 
 
 class _Counting(fx.Interpreter):
@@ -36,7 +51,7 @@ def node_flops(module: fx.GraphModule, inputs: list | None = None) -> dict[str, 
             else t
             for t in inputs
         ]
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     interpreter = _Counting(module, counter)
     with fake_mode, counter, torch.no_grad():
         interpreter.run(*inputs)
