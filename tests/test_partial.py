@@ -22,8 +22,14 @@ def partial_step(case, cfg_shared=True, **overrides):
 
 def assert_fresh_tokens_exact(toca, recorder):
     """Every site that ran partially in the recorded call: its fresh tokens equal an eager recompute
-    of the branch on the same inputs (a mixed site's recompute reads the same interior cache)."""
+    of the branch on the same inputs (a mixed site's recompute reads the same interior cache, and
+    every site the context values the partial step took from the full step)."""
     region = toca.regions[-1]  # with a graph break, the last region holds the last blocks
+    context = {
+        node: recorder.values[f"toca_context_{j}"]
+        for j, node in enumerate(region.analysis.context.values)
+        if f"toca_context_{j}" in recorder.values
+    }
     checked = 0
     for index, site in enumerate(region.analysis.sites):
         selects = recorder.nodes("select", index)
@@ -32,7 +38,8 @@ def assert_fresh_tokens_exact(toca, recorder):
         idx = recorder.values[selects[0].name]
         fresh = recorder.values[recorder.nodes("scatter", index)[0].args[2].name]
         interior = {node: recorder.values[f"toca_interior_{index}_{j}"] for j, node in enumerate(site.interior)}
-        expected = gather_tokens(recompute_branch(site, recorder.values, interior), idx, site.flow.dims[site.output])
+        recomputed = recompute_branch(site, recorder.values, context | interior)
+        expected = gather_tokens(recomputed, idx, site.flow.dims[site.output])
         assert torch.allclose(fresh, expected, atol=1e-5, rtol=1e-5), site.name
         checked += 1
     plan = region.plan(1).fresh

@@ -45,7 +45,9 @@ def _flops_table(toca: ToCa, num_steps: int) -> list[str]:
         total += base
         for site, flops in zip(region.analysis.sites, token):
             shares[f"sites: {site.policy}"] += flops
-        shares["outside any site (always computed)"] += base - sum(token)
+        reused = region.analysis.context.dropped_flops
+        shares["outside any site: step-invariant context, taken from the full step"] += reused
+        shares["outside any site (always computed)"] += base - sum(token) - reused
     if not total:
         return []
     rows = [[what, f"{flops / total:.1%}"] for what, flops in sorted(shares.items())]

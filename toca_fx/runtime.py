@@ -88,6 +88,7 @@ class SlotState:
     step: int  # the last step this slot ran: a slot that skipped a step is stale
     tensors: dict[StateKey, torch.Tensor | None] = field(default_factory=dict)
     ready: bool = False
+    context_inputs: dict[int, tuple] = field(default_factory=dict)  # placeholder -> _snapshot at the full step
 
 
 Compiler = Callable[[fx.GraphModule, list], Callable]
@@ -109,6 +110,7 @@ class Region:
         self.own_step: tuple[int | None, int] = (None, -1)  # (generation, step) counted from own calls
         self.runs = Counter()  # steps run, by variant type (counted on the first call slot)
         self.failure: str | None = None  # why this region fell back to running uncached
+        self._context_placeholders = sorted({i for inputs in analysis.context.inputs for i in inputs})
         clock.on_new_generation.append(self.reset)
         self.owner_known = False  # whether the caches are tied to the compiled module's lifetime
 
@@ -130,10 +132,13 @@ class Region:
         return tuple(effective(s, k) for s, k in zip(self.analysis.sites, fresh))
 
     def predicted_flops(self, num_steps: int) -> tuple[float, float]:
-        """(uncached, ToCa) FLOPs of ``num_steps`` calls, from the schedule table and per-site costs."""
-        base, token, context = site_costs(self.gm, self.analysis.sites)
+        """(uncached, ToCa) FLOPs of ``num_steps`` calls, from the schedule table and per-site costs,
+        with partial steps reusing every context value."""
+        reused = self.analysis.context
+        base, token, context = site_costs(self.gm, self.analysis.sites, reused.dropped)
         full = sum(node_flops(build_full(self.gm, self.analysis, self.config).module).values())
-        toca = predicted_flops(self.schedule(num_steps), full, base, token, context, self.specs)
+        partial_base = base - reused.dropped_flops
+        toca = predicted_flops(self.schedule(num_steps), full, partial_base, token, context, self.specs)
         return float(base * num_steps), toca
 
     def plan(self, step: int) -> StepPlan | None:
@@ -211,7 +216,7 @@ class Region:
         state = self._slot_state(step, slot)
         plan = self.plan(step)
         partial = plan is not None and not plan.full and state.ready
-        key = plan.fresh if partial else "full"
+        key = (plan.fresh, self._reusable_context(state, args)) if partial else "full"
         try:
             variant, fn = self._variant(key, args, state)
             outputs = fn(*args, *self._inputs(state, variant, key))
@@ -223,6 +228,7 @@ class Region:
         self.runs["partial" if partial else "full"] += slot == 0
         if not partial:
             state.tensors.clear()
+            state.context_inputs = {i: _snapshot(args[i]) for i in self._context_placeholders}
         else:  # a site that recomputed all its tokens starts its staleness count afresh
             for index, k in enumerate(plan.fresh):
                 if k >= self.specs[index].num_tokens:
@@ -231,8 +237,15 @@ class Region:
         state.ready = True
         return outputs[: variant.num_model_outputs]
 
-    def _inputs(self, state: SlotState, variant: Variant, fresh) -> list:
-        return [fresh[key[1]] if key[0] == "k" else self._state(state, key) for key in variant.inputs]
+    def _reusable_context(self, state: SlotState, args) -> tuple[int, ...]:
+        """The context values whose inputs are the same, unmodified objects as at the last full step."""
+        saved = state.context_inputs
+        same = {i for i in self._context_placeholders if i in saved and _unchanged(args[i], saved[i])}
+        return tuple(j for j, inputs in enumerate(self.analysis.context.inputs) if same.issuperset(inputs))
+
+    def _inputs(self, state: SlotState, variant: Variant, key) -> list:
+        fresh = None if key == "full" else key[0]
+        return [fresh[k[1]] if k[0] == "k" else self._state(state, k) for k in variant.inputs]
 
     def _state(self, state: SlotState, key: StateKey) -> torch.Tensor:
         value = state.tensors.get(key)
@@ -242,7 +255,7 @@ class Region:
         return value
 
     def _variant(self, key, args, state: SlotState) -> tuple[Variant, Callable]:
-        """The compiled variant for ``key`` ("full" or a tuple of k per site).
+        """The compiled variant for ``key``: "full", or (k per site, context values reused).
 
         Under a compiler with symbolic ints, PARTIAL variants are compiled per :func:`site_modes` and
         reused for every k they accept; a k tuple that none accepts gets another symbolic variant of
@@ -256,22 +269,23 @@ class Region:
                 if key == "full":
                     variant = build_full(self.gm, self.analysis, self.config)
                 else:
-                    variant = build_partial(self.gm, self.analysis, self.config, key, symbolic=False)
+                    variant = build_partial(self.gm, self.analysis, self.config, key[0], reuse=key[1])
                 self._compile(key, variant, [*args, *self._inputs(state, variant, key)])
             self.dispatch[key] = self.variants[key]
             return self.dispatch[key]
-        modes = site_modes(self.analysis, key, self.config)
+        fresh, reuse = key
+        shape = ("modes", site_modes(self.analysis, fresh, self.config), reuse)
         tried = 0
-        while ("modes", modes, tried) in self.variants:
-            variant, fn = self.variants["modes", modes, tried]
+        while (numbered := (*shape, tried)) in self.variants:
+            variant, fn = self.variants[numbered]
             if _accepts(fn, [*args, *self._inputs(state, variant, key)]):
-                self.dispatch[key] = self.variants["modes", modes, tried]
+                self.dispatch[key] = self.variants[numbered]
                 return self.dispatch[key]
             tried += 1
         # A k of 1 is a size Inductor specialises on, so k tuples with 1s at other sites need a variant of their own.
-        variant = build_partial(self.gm, self.analysis, self.config, key, symbolic=True)
-        self._compile(("modes", modes, tried), variant, [*args, *self._inputs(state, variant, key)])
-        self.dispatch[key] = self.variants["modes", modes, tried]
+        variant = build_partial(self.gm, self.analysis, self.config, fresh, symbolic=True, reuse=reuse)
+        self._compile(numbered, variant, [*args, *self._inputs(state, variant, key)])
+        self.dispatch[key] = self.variants[numbered]
         return self.dispatch[key]
 
     def _compile(self, shape, variant: Variant, example: list) -> None:
@@ -304,6 +318,20 @@ class Region:
         self.calls_in_step.clear()
 
 
+def _snapshot(value) -> tuple:
+    """An input as a full step saw it: the object, and a tensor's in-place version counter."""
+    return value, value._version if isinstance(value, torch.Tensor) and not value.is_inference() else None
+
+
+def _unchanged(value, snapshot: tuple) -> bool:
+    """Same object, and for a tensor no in-place change since. Inference tensors keep no version
+    counter, so they never count as unchanged."""
+    saved, version = snapshot
+    if isinstance(value, torch.Tensor):
+        return value is saved and version is not None and value._version == version
+    return value == saved
+
+
 def _accepts(fn: Callable, args: list) -> bool:
     """Whether compiled code accepts these inputs (code without guards accepts all)."""
     return not hasattr(fn, "accepts") or fn.accepts(args)
@@ -315,5 +343,5 @@ def _name(key) -> str:
     if key[0] == "modes":
         counts = Counter(key[1])
         sites = ", ".join(f"{n} {mode}" for mode, n in sorted(counts.items()))
-        return f"PARTIAL (k symbolic, #{key[2]}; {sites} sites)"
-    return f"PARTIAL k={key}"
+        return f"PARTIAL (k symbolic, #{key[3]}; {sites} sites; {len(key[2])} context values reused)"
+    return f"PARTIAL k={key[0]} ({len(key[1])} context values reused)"

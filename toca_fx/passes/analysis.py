@@ -1,4 +1,5 @@
-"""Analyse one Dynamo graph region: its sites, score sources, token grid and timestep input."""
+"""Analyse one Dynamo graph region: its sites, score sources, token grid, timestep input and step-invariant
+context work."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 import torch.fx as fx
 
 from ..config import ToCaConfig
+from .context import NO_CONTEXT, ContextWork, find_context
 from .graph import Ancestry, example_value
 from .sites import Site, find_sites
 from .tokens import sdpa_operands
@@ -30,6 +32,7 @@ class RegionAnalysis:
     timestep: int | None  # placeholder index of the timestep input, if the region has one
     cfg_shared: bool
     notes: list[str]
+    context: ContextWork = NO_CONTEXT  # step-invariant values partial steps take from the full step
 
     @property
     def cacheable(self) -> bool:
@@ -118,4 +121,6 @@ def analyse(gm: fx.GraphModule, config: ToCaConfig) -> RegionAnalysis:
     cfg_shared = config.cfg_shared and batch % 2 == 0
     if config.cfg_shared and not cfg_shared:
         notes.append(f"batch {batch} is odd: CFG halves select tokens separately")
-    return RegionAnalysis(sites, scores, grids, grid_note, _timestep_input(gm.graph), cfg_shared, notes)
+    timestep = _timestep_input(gm.graph)
+    context = find_context(gm, sites, timestep) if any(s.policy != "full" for s in sites) else NO_CONTEXT
+    return RegionAnalysis(sites, scores, grids, grid_note, timestep, cfg_shared, notes, context)

@@ -26,21 +26,24 @@ def flop_counter() -> FlopCounterMode:
 
 
 class _Counting(fx.Interpreter):
-    def __init__(self, module, counter: FlopCounterMode):
+    def __init__(self, module, counter: FlopCounterMode, only: set[fx.Node] | None):
         super().__init__(module)
-        self.counter = counter
+        self.counter, self.only = counter, only
         self.flops: dict[str, int] = {}
 
     def run_node(self, node):
+        if self.only is not None and node.op not in ("placeholder", "output") and node not in self.only:
+            return None
         before = self.counter.get_total_flops()
         result = super().run_node(node)
         self.flops[node.name] = self.counter.get_total_flops() - before
         return result
 
 
-def node_flops(module: fx.GraphModule, inputs: list | None = None) -> dict[str, int]:
-    """FLOPs of every node of ``module``, by node name, for inputs shaped like ``inputs``
-    (default: the example values Dynamo recorded on the placeholders)."""
+def node_flops(module: fx.GraphModule, inputs: list | None = None, only: set[fx.Node] | None = None) -> dict[str, int]:
+    """FLOPs of every node of ``module`` (or of the nodes ``only``, which must not read any other
+    node), by node name, for inputs shaped like ``inputs`` (default: the example values Dynamo
+    recorded on the placeholders)."""
     if inputs is None:
         inputs = [example_value(n) for n in module.graph.nodes if n.op == "placeholder"]
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
@@ -52,17 +55,17 @@ def node_flops(module: fx.GraphModule, inputs: list | None = None) -> dict[str, 
             for t in inputs
         ]
     counter = flop_counter()
-    interpreter = _Counting(module, counter)
+    interpreter = _Counting(module, counter, only)
     with fake_mode, counter, torch.no_grad():
         interpreter.run(*inputs)
     return interpreter.flops
 
 
-def site_costs(module: fx.GraphModule, sites) -> tuple[int, list[int], list[int]]:
+def site_costs(module: fx.GraphModule, sites, reused: frozenset = frozenset()) -> tuple[int, list[int], list[int]]:
     """The region's FLOPs, and per site the FLOPs that scale with its tokens and the FLOPs of
-    context work only that site needs (e.g. the text key/value projections of a cross-attention).
-    A node shared by several sites' branches (a joint attention core) is split between them in
-    proportion to their token counts, so that it is counted once."""
+    context work only that site needs and a partial step does not already take from the full step
+    (``reused``). A node shared by several sites' branches (a joint attention core) is split between
+    them in proportion to their token counts, so that it is counted once."""
     flops = node_flops(module)
     tokens_sharing: dict[fx.Node, int] = {}
     for site in sites:
@@ -81,5 +84,5 @@ def site_costs(module: fx.GraphModule, sites) -> tuple[int, list[int], list[int]
             ):
                 exclusive.add(node)
         token.append(sum(flops[n.name] * site.num_tokens / tokens_sharing[n] for n in branch))
-        context.append(sum(flops[n.name] for n in exclusive))
+        context.append(sum(flops[n.name] for n in exclusive - reused))
     return sum(flops.values()), token, context

@@ -17,6 +17,7 @@ PARTIAL (one per tuple of per-site token counts k, or with k as int inputs one p
 
 for a site with k == 0 (or a token-mixing site with k < N) the branch is dropped and ``cache_i``
 feeds the gate directly; with k == N the branch runs as in FULL and refreshes the cache.
+Step-invariant context values (``passes/context.py``) that FULL outputs are read back, not recomputed.
 Rewritten nodes carry ``meta["toca"]`` with the site, the role and k.
 """
 
@@ -35,7 +36,8 @@ from .graph import example_value
 from .sites import Site
 from .tokens import sdpa_operands, set_token_count
 
-StateKey = tuple  # ("cache", site), ("interior", site, j), ("counter", site), ("score", layer), ("k", site)
+StateKey = tuple  # ("cache", site), ("interior", site, j), ("counter", site), ("score", layer), ("k", site),
+# ("context", j)
 
 
 @dataclass
@@ -109,6 +111,8 @@ def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig)
     for index, site in enumerate(analysis.sites):
         if site.policy != "full":
             _emit_cache(builder, config, index, site)
+    for j, value in enumerate(analysis.context.values):
+        builder.outputs[("context", j)] = builder.env[value]
     for layer, source in analysis.scores.items():
         if source.attention is None:
             continue
@@ -167,10 +171,16 @@ def site_modes(
 
 
 def build_partial(
-    gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig, fresh: tuple[int, ...], symbolic: bool = False
+    gm: fx.GraphModule,
+    analysis: RegionAnalysis,
+    config: ToCaConfig,
+    fresh: tuple[int, ...],
+    symbolic: bool = False,
+    reuse: tuple[int, ...] = (),
 ) -> Variant:
     """With ``symbolic``, each partial site's k is an int input ``("k", site)`` instead of a constant,
-    so one compiled variant serves every ``fresh`` with the same :func:`site_modes`."""
+    so one compiled variant serves every ``fresh`` with the same :func:`site_modes`. ``reuse``: the
+    context values (indices into ``analysis.context.values``) read from the last full step."""
     counters["variant:partial"] += 1
     builder = _Builder(gm)
     modes = site_modes(analysis, fresh, config if symbolic else None)
@@ -183,6 +193,10 @@ def build_partial(
             _reuse(builder, config, index, site)
         else:
             _partial(builder, analysis, config, index, site, builder.state(("k", index)) if symbolic else k)
+    for j in reuse:
+        value = builder.env[analysis.context.values[j]]
+        if value.users:
+            value.replace_all_uses_with(builder.state(("context", j)))
     return builder.finish()
 
 
