@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -50,6 +51,7 @@ def test_smoke_run_writes_every_row(tmp_path, capsys):
     ]
     assert all(math.isfinite(row.ideal) and row.speedup > 0 for row in tables["realistic"])
     assert "python -m toca_fx.bench --smoke" in markdown and "Targets" in markdown and "SeaCache" in markdown
+    assert re.search(r"FD noise: 10 random sets of 2 real digits score [\d.]+ to [\d.]+ against all 1,797", markdown)
     assert (tmp_path / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -9,7 +9,15 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toca_fx.bench.metrics import CHUNK, class_accuracy, classifier_features, frechet_distance, psnr, relative_l2
+from toca_fx.bench.metrics import (
+    CHUNK,
+    class_accuracy,
+    classifier_features,
+    frechet_distance,
+    frechet_noise,
+    psnr,
+    relative_l2,
+)
 
 
 def randn(*shape, seed=0):
@@ -48,6 +56,16 @@ def test_relative_l2_known_values():
 def test_frechet_of_a_set_with_itself_is_zero():
     features = randn(300, 16)
     assert frechet_distance(features, features) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_noise_shrinks_with_the_subset_and_vanishes_for_the_whole_set():
+    features = randn(400, 8)
+    small, large = frechet_noise(features, 40, sets=5), frechet_noise(features, 200, sets=5)
+    assert len(small) == 5 and min(small) > 0
+    assert sum(large) < sum(small)
+    assert max(frechet_noise(features, 400, sets=2)) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="subset"):
+        frechet_noise(features, 1)
 
 
 def test_frechet_of_a_mean_shift_is_its_squared_length():

@@ -148,7 +148,10 @@ def main(argv=None) -> dict[str, list[runner.Row]]:
             realistic_rows, "pixart-alpha", "github"
         )
         markdown.append((heading, body))
+    noise = metrics.frechet_noise(real_features, args.samples)
     notes = [
+        f"FD noise: {len(noise)} random sets of {args.samples} real digits score {min(noise):.1f} to "
+        f"{max(noise):.1f} against all {len(real_features):,}; FD differences of that size are sampling noise.",
         *document.not_applicable_lines(),
         "Compilers: Dynamo with eager inner compilers for plain torch.compile and toca_fx, diffusers hooks eager "
         "(smoke run)"

@@ -186,8 +186,8 @@ COLUMNS = [
     "`cache MiB`: tensors held by the cache after a generation.",
     "`PSNR dB`, `rel. L2`: the final samples against the uncached eager samples from the same noise.",
     "`accuracy`: the trained classifier's agreement with the digit each sample was conditioned on; `FD`: Fréchet "
-    "distance between the samples and the 1,797 real digits in the classifier's penultimate features. It is noisy "
-    "at 256 samples: ten random sets of 256 real digits scored 20 to 45 against all 1,797.",
+    "distance between the samples and the 1,797 real digits in the classifier's penultimate features (its noise "
+    "at this sample count is in the notes).",
     "`graphs`: graphs Dynamo compiled for the row.",
 ]
 

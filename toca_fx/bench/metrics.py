@@ -67,3 +67,13 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
     cross = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
     distance = (mean_a - mean_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross
     return max(distance.item(), 0.0)  # rounding can dip below 0; NaN features stay NaN
+
+
+def frechet_noise(features: torch.Tensor, subset: int, sets: int = 10, seed: int = 0) -> list[float]:
+    """Fréchet distances of ``sets`` random subsets of ``subset`` rows of ``features`` to all of them: how far
+    FD moves from sampling alone, for sets of that size drawn from the reference distribution itself."""
+    if not 2 <= subset <= len(features):
+        raise ValueError(f"subset must be between 2 and {len(features)}, got {subset}")
+    generator = torch.Generator().manual_seed(seed)
+    picks = [torch.randperm(len(features), generator=generator)[:subset] for _ in range(sets)]
+    return [frechet_distance(features[pick], features) for pick in picks]
