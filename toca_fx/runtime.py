@@ -134,10 +134,10 @@ class Region:
     def predicted_flops(self, num_steps: int) -> tuple[float, float]:
         """(uncached, ToCa) FLOPs of ``num_steps`` calls, from the schedule table and per-site costs,
         with partial steps reusing every context value."""
-        reused = self.analysis.context
-        base, token, context = site_costs(self.gm, self.analysis.sites, reused.dropped)
+        context_work = self.analysis.context
+        base, token, context = site_costs(self.gm, self.analysis.sites, context_work.dropped)
         full = sum(node_flops(build_full(self.gm, self.analysis, self.config).module).values())
-        partial_base = base - reused.dropped_flops
+        partial_base = base - context_work.dropped_flops
         toca = predicted_flops(self.schedule(num_steps), full, partial_base, token, context, self.specs)
         return float(base * num_steps), toca
 
@@ -262,34 +262,36 @@ class Region:
         that shape (not one with its k baked in, which would need a compile per step). Under other
         compilers, one variant per k tuple.
         """
-        if key in self.dispatch:
-            return self.dispatch[key]
-        if key == "full" or not getattr(self.compiler, "symbolic_ints", False):
+        if key not in self.dispatch:
+            self.dispatch[key] = self.variants[self._shape(key, args, state)]
+        return self.dispatch[key]
+
+    def _shape(self, key, args, state: SlotState):
+        """The ``self.variants`` key that serves ``key``, compiled here if none does yet."""
+        symbolic = key != "full" and getattr(self.compiler, "symbolic_ints", False)
+        if not symbolic:
             if key not in self.variants:
-                if key == "full":
-                    variant = build_full(self.gm, self.analysis, self.config)
-                else:
-                    variant = build_partial(self.gm, self.analysis, self.config, key[0], reuse=key[1])
-                self._compile(key, variant, [*args, *self._inputs(state, variant, key)])
-            self.dispatch[key] = self.variants[key]
-            return self.dispatch[key]
+                self._compile(key, key, False, args, state)
+            return key
         fresh, reuse = key
         shape = ("modes", site_modes(self.analysis, fresh, self.config), reuse)
         tried = 0
         while (numbered := (*shape, tried)) in self.variants:
             variant, fn = self.variants[numbered]
             if _accepts(fn, [*args, *self._inputs(state, variant, key)]):
-                self.dispatch[key] = self.variants[numbered]
-                return self.dispatch[key]
+                return numbered
             tried += 1
         # A k of 1 is a size Inductor specialises on, so k tuples with 1s at other sites need a variant of their own.
-        variant = build_partial(self.gm, self.analysis, self.config, fresh, symbolic=True, reuse=reuse)
-        self._compile(numbered, variant, [*args, *self._inputs(state, variant, key)])
-        self.dispatch[key] = self.variants[numbered]
-        return self.dispatch[key]
+        self._compile(numbered, key, True, args, state)
+        return numbered
 
-    def _compile(self, shape, variant: Variant, example: list) -> None:
+    def _compile(self, shape, key, symbolic: bool, args, state: SlotState) -> None:
+        if key == "full":
+            variant = build_full(self.gm, self.analysis, self.config)
+        else:
+            variant = build_partial(self.gm, self.analysis, self.config, key[0], symbolic=symbolic, reuse=key[1])
         log.info("toca_fx: compiling %s variant (%d state inputs)", _name(shape), len(variant.inputs))
+        example = [*args, *self._inputs(state, variant, key)]
         self.variants[shape] = (variant, self.compiler(variant.module, example))
 
     def _fail(self, key, exc: Exception, args) -> Variant:

@@ -121,6 +121,7 @@ def analyse(gm: fx.GraphModule, config: ToCaConfig) -> RegionAnalysis:
     cfg_shared = config.cfg_shared and batch % 2 == 0
     if config.cfg_shared and not cfg_shared:
         notes.append(f"batch {batch} is odd: CFG halves select tokens separately")
-    timestep = _timestep_input(gm.graph)
-    context = find_context(gm, sites, timestep) if any(s.policy != "full" for s in sites) else NO_CONTEXT
-    return RegionAnalysis(sites, scores, grids, grid_note, timestep, cfg_shared, notes, context)
+    analysis = RegionAnalysis(sites, scores, grids, grid_note, _timestep_input(gm.graph), cfg_shared, notes)
+    if analysis.cacheable:
+        analysis.context = find_context(gm, sites, analysis.timestep)
+    return analysis
