@@ -13,7 +13,7 @@ import torch
 
 import toca_fx
 from toca_fx import ToCaConfig
-from toca_fx.bench.realistic import PixArtShape, build_model
+from benchmarks.realistic import PixArtShape, build_model
 
 
 def ideal(preset: str, layers: int) -> float:

@@ -22,7 +22,7 @@ from tabulate import tabulate
 from torch._inductor.utils import fresh_cache
 
 import toca_fx
-from toca_fx.bench.realistic import PixArtShape, build_model, generate, timed
+from benchmarks.realistic import PixArtShape, build_model, generate, timed
 
 
 def main() -> None:

@@ -1,9 +1,6 @@
 import os
-import sys
 
 from hypothesis import HealthCheck, settings
-
-sys.path.insert(0, os.path.dirname(__file__))
 
 # Each example compiles a model with Dynamo: few examples, no deadline.
 settings.register_profile(

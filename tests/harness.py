@@ -10,10 +10,10 @@ from torch.fx.node import map_arg
 
 from toca_fx.passes.flops import flop_counter
 from toca_fx.passes.graph import ValueRecorder
-from toca_fx.zoo.case import Case, sample, timesteps
-from toca_fx.zoo.checks import RECOMPUTE_ALL, compile_toca
-from toca_fx.zoo.diffusers_models import dit_case, flux_case, pixart_case, sd3_case
-from toca_fx.zoo.hand import hand_case
+from zoo.case import Case, sample, timesteps
+from zoo.checks import RECOMPUTE_ALL, compile_toca
+from zoo.diffusers_models import dit_case, flux_case, pixart_case, sd3_case
+from zoo.hand import hand_case
 
 __all__ = [
     "RECOMPUTE_ALL",

@@ -1,4 +1,4 @@
-"""``python -m toca_fx.bench --smoke`` end to end: every row in the tables, finite metrics, a PNG and BENCHMARKS.md."""
+"""``python -m benchmarks --smoke`` end to end: every row in the tables, finite metrics, a PNG and BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import re
 
 import pytest
 
-from toca_fx.bench import digits, peers
+from benchmarks import digits, peers
 
 pytestmark = pytest.mark.skipif(
     not all(digits.weights_path(name).exists() for name in ("dit", "pixart", "classifier")),
-    reason="trained digit weights missing (python -m toca_fx.bench.train)",
+    reason="trained digit weights missing (python -m benchmarks.train)",
 )
 
 
 def test_smoke_run_writes_every_row(tmp_path, capsys):
-    from toca_fx.bench.__main__ import main
+    from benchmarks.__main__ import main
 
     tables = main(["--smoke", "--out", str(tmp_path)])
     printed = capsys.readouterr().out
@@ -50,13 +50,13 @@ def test_smoke_run_writes_every_row(tmp_path, capsys):
         "toca_fx fora",
     ]
     assert all(math.isfinite(row.ideal) and row.speedup > 0 for row in tables["realistic"])
-    assert "python -m toca_fx.bench --smoke" in markdown and "Targets" in markdown and "SeaCache" in markdown
+    assert "python -m benchmarks --smoke" in markdown and "Targets" in markdown and "SeaCache" in markdown
     assert re.search(r"FD noise: 10 random sets of 2 real digits score [\d.]+ to [\d.]+ against all 1,797", markdown)
     assert (tmp_path / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _row(method, kind, speedup, ideal, psnr, frechet):
-    from toca_fx.bench.runner import Row
+    from benchmarks.runner import Row
 
     return Row(
         "m", method, kind, 1.0, 1.0, 1.0, 1, None, 1, "", psnr=psnr, frechet=frechet, ideal=ideal, speedup=speedup
@@ -64,7 +64,7 @@ def _row(method, kind, speedup, ideal, psnr, frechet):
 
 
 def test_peer_comparison_takes_the_best_toca_row_at_least_as_fast():
-    from toca_fx.bench.document import peer_comparison_table
+    from benchmarks.document import peer_comparison_table
 
     rows = [
         _row("peer A", "peer", 1.5, 1.2, 40.0, 10.0),

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -89,19 +88,6 @@ def test_errors_are_one_line_with_a_nonzero_exit(saved, tmp_path, capsys, argv, 
     assert run_cli(argv) != 0
     err = capsys.readouterr().err.strip().splitlines()  # loading progress bars may come first
     assert message in err[-1] and err[-1].startswith("toca-fx") and "Traceback" not in "".join(err), err
-
-
-def test_bench_delegates_or_says_it_is_missing(monkeypatch, capsys):
-    received = []
-    fake = types.ModuleType("toca_fx.bench.__main__")
-    fake.main = lambda argv: received.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "toca_fx.bench.__main__", fake)
-    assert run_cli(["bench", "--quick", "x"]) == 0 and received == [["--quick", "x"]]
-    monkeypatch.setitem(sys.modules, "toca_fx.bench.__main__", None)  # not installed
-    assert run_cli(["bench"]) == 2
-    assert capsys.readouterr().err.strip() == (
-        "toca-fx bench: the benchmark is not installed in this toca_fx (no toca_fx.bench)"
-    )
 
 
 def test_console_entry(saved):

@@ -3,8 +3,8 @@ the last full step, exactly, and only while the text is the same tensor, unmodif
 
 import torch
 
-from toca_fx.zoo.case import timesteps
-from toca_fx.zoo.diffusers_models import CAPTION_CHANNELS, TEXT_TOKENS
+from zoo.case import timesteps
+from zoo.diffusers_models import CAPTION_CHANNELS, TEXT_TOKENS
 
 from harness import compile_toca, pixart_case
 

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toca_fx.bench.digits import (
+from benchmarks.digits import (
     ATTRIBUTE_BINS,
     CAPTION_LENGTH,
     CAPTION_VOCAB,
@@ -23,7 +23,7 @@ from toca_fx.bench.digits import (
     sample_dit,
     sample_pixart,
 )
-from toca_fx.bench.metrics import class_accuracy
+from benchmarks.metrics import class_accuracy
 
 SAMPLES = 64
 STEPS = 10

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toca_fx.bench.metrics import (
+from benchmarks.metrics import (
     CHUNK,
     class_accuracy,
     classifier_features,

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from toca_fx.zoo.diffusers_models import CAPTION_CHANNELS, TEXT_TOKENS
+from zoo.diffusers_models import CAPTION_CHANNELS, TEXT_TOKENS
 
 from harness import RECOMPUTE_ALL, compile_toca, hand_case, pixart_case, sample
 

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from toca_fx import scores
 
-settings.register_profile("scores", max_examples=40, deadline=None)
-settings.load_profile("scores")
+# Pure tensor functions are cheap: more examples than the compile-bound tests, for this module only.
+MANY = settings(max_examples=40, deadline=None)
 
 
 def make_mask(kind, gen, b, h, nq, nk):
@@ -78,6 +78,7 @@ def attention_case(draw):
     return q, k, mask, draw(st.sampled_from([None, 0.3]))
 
 
+@MANY
 @given(attention_case(), st.sampled_from([1, 3, 4, 5, 256]))
 def test_attention_received_matches_full_map(case, chunk):
     q, k, mask, scale = case
@@ -104,6 +105,7 @@ def test_attention_received_cfg_shared_halves_equal():
     torch.testing.assert_close(got[:2], 0.5 * (plain[:2] + plain[2:]))
 
 
+@MANY
 @given(attention_case(), st.booleans())
 def test_cross_attention_entropy_matches_naive(case, cfg_shared):
     q, k, mask, scale = case
@@ -154,6 +156,7 @@ def selection_case(draw):
     )
 
 
+@MANY
 @given(selection_case())
 def test_select_fresh_invariants_and_topk(case):
     idx = scores.select_fresh(**case)
@@ -228,6 +231,7 @@ def test_random_score_shape_and_range():
     assert ((got >= 0) & (got < 1)).all().item()
 
 
+@MANY
 @given(st.integers(1, 3), st.integers(1, 9), st.data())
 def test_update_counter_gather_scatter_match_loops(b, n, data):
     k = data.draw(st.integers(1, n))

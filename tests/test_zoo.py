@@ -11,9 +11,9 @@ from functools import cache
 import pytest
 import torch
 
-from toca_fx.zoo import ZOO
-from toca_fx.zoo.case import sample
-from toca_fx.zoo.checks import STEPS, compile_toca, max_abs_diff, relative_error, run_checks
+from zoo import ZOO
+from zoo.case import sample
+from zoo.checks import STEPS, compile_toca, max_abs_diff, relative_error, run_checks
 
 EXACT = 1e-5
 DEFAULT_PRESET_TOLERANCE = 0.25  # random weights: the observed worst is Mochi's 0.20

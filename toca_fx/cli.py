@@ -1,9 +1,8 @@
-"""The ``toca-fx`` command: report, generate, bench."""
+"""The ``toca-fx`` command: report, generate."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 
@@ -64,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="toca-fx",
         description="Token-wise feature caching (ToCa) for diffusers pipelines: inspect a model's conversion, "
-        "generate images with and without caching, run the benchmark.",
+        "and generate images with and without caching.",
         epilog="Hub ids need network access; folders written with save_pretrained work offline.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what toca_fx does (the toca_fx logger)")
@@ -90,13 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-warmup", action="store_true", help="time the first ToCa generation, compile time included"
     )
 
-    bench = commands.add_parser(
-        "bench",
-        help="run the toca_fx benchmark (python -m toca_fx.bench)",
-        description="Run the benchmark of toca_fx.bench; arguments after 'bench' go to it.",
-        add_help=False,
-    )
-    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark (try: bench --help)")
     return parser
 
 
@@ -134,30 +126,15 @@ def _generate(args) -> int:
     return 0
 
 
-def _bench(args) -> int:
-    try:
-        bench = importlib.import_module("toca_fx.bench.__main__")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("toca_fx.bench"):
-            print("toca-fx bench: the benchmark is not installed in this toca_fx (no toca_fx.bench)", file=sys.stderr)
-            return 2
-        raise
-    return bench.main(args.args) or 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command == "bench":  # everything after "bench" belongs to the benchmark
-        args.args = [*extra, *args.args]
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     logging.basicConfig(format="%(message)s")
     logging.getLogger("toca_fx").setLevel(logging.INFO if args.verbose else logging.WARNING)
     if not args.verbose:  # loading chatter (missing accelerate, config type notes) hides our output
         for library in ("diffusers", "transformers"):
             logging.getLogger(library).setLevel(logging.ERROR)
-    command = {"report": _report, "generate": _generate, "bench": _bench}[args.command]
+    command = {"report": _report, "generate": _generate}[args.command]
     try:
         return command(args)
     except UsageError as exc:

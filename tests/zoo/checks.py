@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+import toca_fx
+
 from .case import Case, sample
 
 # Every site recomputes every token at partial steps, self-attention included.
@@ -35,8 +37,6 @@ FLOPS_STEPS = 20  # the generation length the FLOPs-ideal speedup is quoted for
 
 def compile_toca(case: Case, config=None, **overrides):
     """A fresh Dynamo state, then the case's model compiled with a new ToCa backend."""
-    import toca_fx
-
     torch._dynamo.reset()
     toca = toca_fx.ToCa(config, **overrides)
     return toca, torch.compile(case.model, backend=toca, dynamic=False)

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 import toca_fx
 from toca_fx import ToCaConfig
-from toca_fx.bench import peers
+from benchmarks import peers
 from toca_fx.passes.flops import flop_counter
 
 

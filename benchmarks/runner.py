@@ -19,10 +19,10 @@ import torch
 from torch._dynamo.utils import counters
 from torch._inductor.utils import fresh_cache
 
-from toca_fx.bench import metrics, peers
-from toca_fx.bench.methods import Method
+from benchmarks import metrics, peers
+from benchmarks.methods import Method
 
-log = logging.getLogger("toca_fx.bench")
+log = logging.getLogger("benchmarks")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``python -m toca_fx.bench``: toca_fx against the uncached model and its peers, in one process.
+"""``python -m benchmarks``: toca_fx against the uncached model and its peers, in one process.
 
 For each trained digit model (DiT: 50 DDIM steps, PixArt: 20 DPM-Solver++ steps), on the same model, seeds and
 steps: eager, plain torch.compile, toca_fx with the faithful ToCa preset, with random selection, FORA, diffusers'
@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from toca_fx.bench import document, methods, peers, plot, runner
-from toca_fx.bench.realistic import BENCH_SHAPE, SMOKE_SHAPE, RealisticWorkload
-from toca_fx.bench.workloads import WORKLOADS, load_workload
+from benchmarks import document, methods, peers, plot, runner
+from benchmarks.realistic import BENCH_SHAPE, SMOKE_SHAPE, RealisticWorkload
+from benchmarks.workloads import WORKLOADS, load_workload
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m toca_fx.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny and quick: few samples and steps, eager compilers")
     parser.add_argument("--samples", type=int, default=256, help="samples per configuration (default 256)")
     parser.add_argument("--batch-size", type=int, default=64, help="samples per generation (CFG doubles it)")
@@ -89,14 +89,14 @@ def run_rows(workload, method_list, compiler, repeats, progress) -> tuple[list[r
 def main(argv=None) -> dict[str, list[runner.Row]]:
     """Run the benchmark; returns its rows by table (workload name, and \"realistic\")."""
     args = parse_args(argv)
-    command = "python -m toca_fx.bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
     compiler = "eager" if args.smoke else "inductor"
     logging.getLogger("toca_fx").setLevel(logging.ERROR)  # per-variant logs would drown the progress bar
     warnings.filterwarnings("ignore", module="diffusers")
     warm_up(compiler)
 
-    from toca_fx.bench import digits, metrics  # needs the trained weights
+    from benchmarks import digits, metrics  # needs the trained weights
 
     classifier = digits.load_classifier()
     real_features = metrics.classifier_features(classifier, digits.real_digits()[0])

@@ -2,7 +2,7 @@
 
 Images are scikit-learn's 8×8 digits upscaled to 32×32 (1 channel, values in [-1, 1]); with patch size 2 the
 diffusion transformers see 256 tokens. Pixel-space diffusion, epsilon prediction, diffusers' default linear
-noise schedule (``NOISE_SCHEDULE``). Weights live in ``weights/`` and are made by ``python -m toca_fx.bench.train``.
+noise schedule (``NOISE_SCHEDULE``). Weights live in ``weights/`` and are made by ``python -m benchmarks.train``.
 """
 
 from __future__ import annotations
@@ -192,7 +192,7 @@ def weights_path(name: str) -> Path:
 def _load(model: nn.Module, name: str) -> nn.Module:
     path = weights_path(name)
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `python -m toca_fx.bench.train` to make it")
+        raise FileNotFoundError(f"{path} is missing: run `python -m benchmarks.train` to make it")
     model.load_state_dict(load_file(path))
     return model.float().eval()
 

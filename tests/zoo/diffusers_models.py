@@ -1,6 +1,6 @@
 """Tiny diffusers transformers with random weights, each with a call on image/video/audio latents.
 
-Every builder returns a :class:`~toca_fx.zoo.case.Case` whose ``call(model, x, t)`` maps latents
+Every builder returns a :class:`~zoo.case.Case` whose ``call(model, x, t)`` maps latents
 ``x`` to a prediction of the same shape. Sizes are as small as each class allows (two heads of
 8-16 channels, 1-2 layers per block type, 16-64 tokens) so that a compile takes seconds on CPU.
 """

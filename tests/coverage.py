@@ -1,4 +1,4 @@
-"""``python -m toca_fx.coverage``: compile every zoo model with toca_fx and write docs/COVERAGE.md.
+"""``python tests/coverage.py``: compile every zoo model with toca_fx and write docs/COVERAGE.md.
 
 Per model: sites per kind and policy, whether recomputing every token is exact, how far the
 default preset's partial steps are from uncached, the FLOPs-ideal speedup, and why each site left
@@ -17,8 +17,8 @@ import torch
 from tabulate import tabulate
 from tqdm import tqdm
 
-from .zoo import ZOO
-from .zoo.checks import FLOPS_STEPS, STEPS, run_checks
+from zoo import ZOO
+from zoo.checks import FLOPS_STEPS, STEPS, run_checks
 
 EXACT = 1e-5
 
@@ -66,8 +66,8 @@ def coverage(names: list[str], compiler: str) -> str:
         [
             "# toca_fx coverage of the model zoo",
             "",
-            f"Written by `python -m toca_fx.coverage` (torch {torch.__version__}, inner compiler `{compiler}`,"
-            f" CPU). Models: tiny configs with random weights (`toca_fx/zoo/`).",
+            f"Written by `python tests/coverage.py` (torch {torch.__version__}, inner compiler `{compiler}`,"
+            f" CPU). Models: tiny configs with random weights (`tests/zoo/`).",
             "",
             f"**Headline: {converted} of {len(names)} zoo models ({share:.0%}) convert with at least one partial"
             " site in every transformer block and are exact when every token is recomputed.**",

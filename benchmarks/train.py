@@ -1,4 +1,4 @@
-"""Train the three digit models and write their weights: ``python -m toca_fx.bench.train``.
+"""Train the three digit models and write their weights: ``python -m benchmarks.train``.
 
 Deterministic for a given torch build and thread count (fixed seeds, one generator per model); the three models
 train in parallel processes, one thread each. The diffusion models train progressively, as PixArt-α does: on the
@@ -26,7 +26,7 @@ from diffusers import DDPMScheduler, DiTTransformer2DModel
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from toca_fx.bench.digits import (
+from benchmarks.digits import (
     DIT_CONFIG,
     IMAGE_SIZE,
     NATIVE_SIZE,
@@ -45,7 +45,7 @@ from toca_fx.bench.digits import (
     sample_pixart,
     weights_path,
 )
-from toca_fx.bench.metrics import class_accuracy
+from benchmarks.metrics import class_accuracy
 
 SEED = 0
 CLASSIFIER_EPOCHS = 12

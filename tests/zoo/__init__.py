@@ -1,8 +1,8 @@
 """The model zoo: tiny transformers (random weights) that toca_fx must convert without per-model code.
 
-Each entry builds a :class:`~toca_fx.zoo.case.Case` and states the sites its conversion must find,
+Each entry builds a :class:`~zoo.case.Case` and states the sites its conversion must find,
 as ``"kind/policy"`` counts over all graph regions. ``tests/test_zoo.py`` asserts them and
-``python -m toca_fx.coverage`` reports them in ``docs/COVERAGE.md``.
+``python tests/coverage.py`` reports them in ``docs/COVERAGE.md``.
 """
 
 from __future__ import annotations

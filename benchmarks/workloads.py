@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from toca_fx.bench import digits
+from benchmarks import digits
 
 WORKLOADS = ("dit", "pixart")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from toca_fx.bench.peers import NOT_APPLICABLE
+from benchmarks.peers import NOT_APPLICABLE
 
 # Targets from the issue, for the realistic-size table.
 TARGET_OF_IDEAL = 0.9
@@ -199,7 +199,7 @@ def write_markdown(
     lines = [
         "# Benchmarks",
         "",
-        "Written by `python -m toca_fx.bench`; every figure below comes from one run of:",
+        "Written by `python -m benchmarks`; every figure below comes from one run of:",
         "",
         f"```bash\n{command}\n```",
         "",
