@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 
 import toca_fx
-from toca_fx import ToCaConfig
 from benchmarks import peers
+from toca_fx import ToCaConfig
+from toca_fx.lowering import recompile_limit
 from toca_fx.passes.flops import flop_counter
 
 
@@ -147,7 +148,7 @@ def peer(hook: peers.Hook) -> Method:
         limit = 4 * num_steps + 8
 
         def settings():
-            return torch._dynamo.config.patch(recompile_limit=limit, accumulated_recompile_limit=8 * limit)
+            return recompile_limit(limit)
 
         return Prepared(run, count, reset=reset, transformer=transformer, settings=settings)
 

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass
 
 import torch
-from torch._dynamo.utils import counters
-from torch._inductor.utils import fresh_cache
 
 from benchmarks import metrics, peers
 from benchmarks.methods import Method
+from toca_fx.cost import held_cache_bytes
+from toca_fx.lowering import dynamo_graph_count, fresh_inductor_cache, reset_dynamo
 
 log = logging.getLogger("benchmarks")
 
@@ -69,17 +69,16 @@ def generate_all(workload, run, reset, repeats: int) -> tuple[torch.Tensor, list
 
 def measure(workload, method: Method, compiler: str, repeats: int) -> tuple[Row, torch.Tensor]:
     """One row (without quality and ratios, which need the reference rows) and its samples."""
-    torch._dynamo.reset()
-    counters.clear()
+    reset_dynamo()
     prepared = method.prepare(workload, compiler)
     # Every row compiles cold (a new Inductor cache, no kernels kept from earlier rows): compile times compare.
-    with fresh_cache(), prepared.settings():
+    with fresh_inductor_cache(), prepared.settings():
         images, times = generate_all(workload, prepared.run, prepared.reset, repeats)
-    graphs = counters["stats"]["unique_graphs"]
+    graphs = dynamo_graph_count()
     with torch.no_grad():
         flops = prepared.count_flops(lambda run: workload.sample(run, workload.batches[0]))
     if prepared.toca is not None:
-        cache_bytes = sum(sum(region.cache_bytes().values()) for region in prepared.toca.regions)
+        cache_bytes = held_cache_bytes(prepared.toca.regions)
     elif prepared.transformer is not None:
         cache_bytes = peers.held_bytes(prepared.transformer)
     else:

@@ -10,6 +10,7 @@ from torch.fx.node import map_arg
 
 from toca_fx.passes.flops import flop_counter
 from toca_fx.passes.graph import ValueRecorder
+
 from zoo.case import Case, sample, timesteps
 from zoo.checks import RECOMPUTE_ALL, compile_toca
 from zoo.diffusers_models import dit_case, flux_case, pixart_case, sd3_case

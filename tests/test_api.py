@@ -164,7 +164,7 @@ def test_cache_dtype_halves_cache_bytes_and_stays_close():
     for dtype in (None, torch.bfloat16):
         toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6, cache_dtype=dtype)
         runs[dtype] = sample(case, model, 6)
-        held[dtype] = sum(sum(r.cache_bytes().values()) for r in toca.regions)
+        held[dtype] = sum(sum(r.states.held_bytes().values()) for r in toca.regions)
     assert held[torch.bfloat16] * 2 == held[None]
     error = max(((a - b).norm() / b.norm()).item() for a, b in zip(runs[torch.bfloat16], runs[None]))
     assert 0 < error < 2e-2

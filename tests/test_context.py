@@ -3,10 +3,9 @@ the last full step, exactly, and only while the text is the same tensor, unmodif
 
 import torch
 
+from harness import compile_toca, pixart_case
 from zoo.case import timesteps
 from zoo.diffusers_models import CAPTION_CHANNELS, TEXT_TOKENS
-
-from harness import compile_toca, pixart_case
 
 STEPS = 8
 CHANGED_AT = 4  # a partial step of pixart-alpha over 8 steps
@@ -28,7 +27,7 @@ def run(texts):
     toca, model = compile_toca(pixart_case(), "pixart-alpha", compiler="eager", num_steps=STEPS)
     outputs = generate(model, texts)
     (region,) = toca.regions
-    reused = {key[2] for key in region.variants if key != "full"}
+    reused = {key.reused_context for key in region.variants.compiled if key.modes is not None}
     return outputs, region.analysis.context, reused, toca.stats
 
 

@@ -107,7 +107,7 @@ def test_an_analysis_crash_runs_the_graph_uncached_with_one_warning(caplog, monk
     case = odd_case(None, cacheable_blocks=1)
     reference = sample(case, case.model, STEPS)
 
-    def broken(gm, config):
+    def broken(gm):
         raise RuntimeError("simulated analysis bug")
 
     monkeypatch.setattr(toca_fx.backend, "analyse", broken)

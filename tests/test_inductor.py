@@ -3,15 +3,15 @@
 import pytest
 import torch
 
-from toca_fx.passes.rewrite import site_modes
+from toca_fx.passes.rewrite import step_modes
 
 from harness import compile_toca, pixart_case, sample
 
 pytestmark = pytest.mark.inductor
 
 
-def constant_k(gm, example_inputs):
-    """An inner compiler without symbolic ints: every PARTIAL variant has its k baked in."""
+def run_graph(gm, example_inputs):
+    """An inner compiler that runs each variant's graph as it is."""
     return gm.forward
 
 
@@ -31,12 +31,12 @@ def test_inductor_matches_eager_and_uncached(score):
     region = toca.regions[0]
     plans = [plan for plan in region.schedule(steps) if not plan.full]
     tuples = {plan.fresh for plan in plans}
-    shapes = {site_modes(region.analysis, plan.fresh, region.config) for plan in plans}
-    with_ones = {(site_modes(region.analysis, k, region.config), tuple(n == 1 for n in k)) for k in tuples}
+    shapes = {step_modes(region.analysis.sites, region.config, plan.fresh) for plan in plans}
+    with_ones = {(step_modes(region.analysis.sites, region.config, k), tuple(n == 1 for n in k)) for k in tuples}
     assert len(tuples) > len(shapes)
     assert len(region.variants) == 1 + len(with_ones) < 1 + len(tuples)
 
-    _, model_eager = compile_toca(case, "pixart-alpha", inner_compiler=constant_k, **config)
+    _, model_eager = compile_toca(case, "pixart-alpha", inner_compiler=run_graph, **config)
     eager = sample(case, model_eager, steps)
     for ours, theirs in zip(compiled, eager):
         assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-4), (ours - theirs).abs().max()

@@ -5,16 +5,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from toca_fx.config import SITE_KINDS, ToCaConfig
-from toca_fx.schedule import (
-    SiteSpec,
-    StepPlan,
-    build_schedule,
-    fresh_count,
-    is_full_step,
-    predicted_flops,
-    schedule_table,
-    site_ratio,
-)
+from toca_fx.cost import schedule_flops
+from toca_fx.report import schedule_table
+from toca_fx.schedule import SiteSpec, StepPlan, build_schedule, fresh_count, is_full_step, site_ratio
 
 # A small PixArt-like model: self-attention, cross-attention and MLP in each of 4 blocks.
 PIXART_SITES = tuple(
@@ -144,11 +137,11 @@ def test_fresh_count_rejects_ratios_outside_unit_interval():
         fresh_count(1.5, 10)
 
 
-def test_predicted_flops_by_hand():
+def test_schedule_flops_by_hand():
     sites = (SiteSpec("mlp", 0, 10), SiteSpec("cross_attention", 1, 10))
     plans = (StepPlan(0, True, 0.0, (10, 10)), StepPlan(1, False, 0.5, (5, 0)), StepPlan(2, False, 0.5, (10, 2)))
     # Full: 110 (with scores). Partial 1: 100 - 20 * 0.5 - (30 * 1 + 4) = 56. Partial 2: 100 - 0 - 30 * 0.8 = 76.
-    assert predicted_flops(plans, 110.0, 100.0, (20.0, 30.0), (1.0, 4.0), sites) == pytest.approx(242.0)
+    assert schedule_flops(plans, 110.0, 100.0, (20.0, 30.0), (1.0, 4.0), sites) == pytest.approx(242.0)
 
 
 def test_schedule_table_summarises_kinds():

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from toca_fx import scores
+from toca_fx import selection
 
 # Pure tensor functions are cheap: more examples than the compile-bound tests, for this module only.
 MANY = settings(max_examples=40, deadline=None)
@@ -82,7 +82,7 @@ def attention_case(draw):
 @given(attention_case(), st.sampled_from([1, 3, 4, 5, 256]))
 def test_attention_received_matches_full_map(case, chunk):
     q, k, mask, scale = case
-    got = scores.attention_received(q, k, attn_mask=mask, scale=scale, chunk=chunk)
+    got = selection.attention_received(q, k, attn_mask=mask, scale=scale, chunk=chunk)
     assert got.dtype == torch.float32 and got.shape == (q.shape[0], k.shape[2])
     torch.testing.assert_close(got.double(), naive_received(q, k, mask, scale), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got.norm(dim=-1), torch.ones(q.shape[0]))
@@ -92,16 +92,16 @@ def test_attention_received_fully_masked_row_gives_zeros_not_nan():
     q, k = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 5, 4)
     mask = torch.ones(1, 1, 3, 5, dtype=torch.bool)
     mask[..., 1, :] = False
-    got = scores.attention_received(q, k, attn_mask=mask, chunk=2)
+    got = selection.attention_received(q, k, attn_mask=mask, chunk=2)
     keep = torch.tensor([0, 2])
     torch.testing.assert_close(got, naive_received(q[..., keep, :], k, mask[..., keep, :], None).float())
 
 
 def test_attention_received_cfg_shared_halves_equal():
     q, k = torch.randn(4, 2, 6, 4), torch.randn(4, 2, 6, 4)
-    got = scores.attention_received(q, k, chunk=4, cfg_shared=True)
+    got = selection.attention_received(q, k, chunk=4, cfg_shared=True)
     torch.testing.assert_close(got[:2], got[2:], rtol=0, atol=0)
-    plain = scores.attention_received(q, k, chunk=4)
+    plain = selection.attention_received(q, k, chunk=4)
     torch.testing.assert_close(got[:2], 0.5 * (plain[:2] + plain[2:]))
 
 
@@ -112,7 +112,7 @@ def test_cross_attention_entropy_matches_naive(case, cfg_shared):
     if cfg_shared:
         q, k = torch.cat([q, q.flip(-1)]), torch.cat([k, k])
         mask = None if mask is None else torch.cat([mask, mask])
-    got = scores.cross_attention_entropy(q, k, attn_mask=mask, scale=scale, cfg_shared=cfg_shared)
+    got = selection.cross_attention_entropy(q, k, attn_mask=mask, scale=scale, cfg_shared=cfg_shared)
     assert got.dtype == torch.float32 and got.shape == q.shape[:1] + q.shape[2:3]
     expected = naive_entropy(q, k, mask, scale, cfg_shared)
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-5)
@@ -124,10 +124,10 @@ def test_cross_attention_entropy_matches_naive(case, cfg_shared):
 def test_uniform_cross_attention_has_maximal_equal_entropy():
     q, k = torch.randn(1, 2, 8, 4), torch.randn(1, 2, 6, 4)
     q[..., :4, :] = 0  # zero queries attend uniformly
-    got = scores.cross_attention_entropy(q, k)[0]
+    got = selection.cross_attention_entropy(q, k)[0]
     torch.testing.assert_close(got[:4], got[:1].expand(4), rtol=0, atol=0)
     assert (got[:4].min() > got[4:].max()).item()
-    only_uniform = scores.cross_attention_entropy(q[..., :4, :], k)[0]
+    only_uniform = selection.cross_attention_entropy(q[..., :4, :], k)[0]
     torch.testing.assert_close(only_uniform, torch.full((4,), 0.5))
 
 
@@ -159,7 +159,7 @@ def selection_case(draw):
 @MANY
 @given(selection_case())
 def test_select_fresh_invariants_and_topk(case):
-    idx = scores.select_fresh(**case)
+    idx = selection.select_fresh(**case)
     b, n = case["score"].shape
     k = case["k"]
     assert idx.dtype == torch.int64 and idx.shape == (b, k)
@@ -187,7 +187,7 @@ def test_spatial_bonus_on_non_square_grid_matches_naive_loop():
     kwargs = dict(cache_weight=0.25, interval=3, grid=(h, w), spatial_grid=cell, spatial_weight=0.6)
     total = naive_total(score, counter, 0.25, 3, (h, w), cell, 0.6)
     for k in (1, 6, 11):
-        got = scores.select_fresh(score, counter, k, **kwargs).sort().values
+        got = selection.select_fresh(score, counter, k, **kwargs).sort().values
         torch.testing.assert_close(got, total.topk(k).indices.sort().values)
 
 
@@ -196,8 +196,8 @@ def test_spatial_bonus_spreads_selection_over_cells():
     score[0, :4] = torch.tensor([1.0, 0.9, 0.8, 0.7])  # top row of a 4x4 grid
     score[0, 4:] = torch.linspace(0.5, 0.1, 12)
     kwargs = dict(cache_weight=0.0, interval=1, grid=(4, 4), spatial_grid=2)
-    assert sorted(scores.select_fresh(score, torch.zeros(1, 16), 2, **kwargs).tolist()[0]) == [0, 1]
-    spread = scores.select_fresh(score, torch.zeros(1, 16), 2, spatial_weight=0.6, **kwargs)
+    assert sorted(selection.select_fresh(score, torch.zeros(1, 16), 2, **kwargs).tolist()[0]) == [0, 1]
+    spread = selection.select_fresh(score, torch.zeros(1, 16), 2, spatial_weight=0.6, **kwargs)
     assert sorted(spread.tolist()[0]) == [0, 2]
 
 
@@ -205,13 +205,13 @@ def test_counter_pushes_stale_tokens_in():
     score = torch.rand(2, 10) * 0.5
     counter = torch.zeros(2, 10, dtype=torch.long)
     counter[:, [3, 7]] = 9
-    idx = scores.select_fresh(score, counter, 2, cache_weight=0.25, interval=3)
+    idx = selection.select_fresh(score, counter, 2, cache_weight=0.25, interval=3)
     assert [sorted(row) for row in idx.tolist()] == [[3, 7], [3, 7]]
 
 
 def test_select_fresh_rejects_bad_grid_and_odd_cfg_batch():
     with pytest.raises(ValueError):
-        scores.select_fresh(
+        selection.select_fresh(
             torch.rand(1, 12),
             torch.zeros(1, 12),
             2,
@@ -222,11 +222,11 @@ def test_select_fresh_rejects_bad_grid_and_odd_cfg_batch():
             spatial_weight=0.4,
         )
     with pytest.raises(ValueError):
-        scores.select_fresh(torch.rand(3, 4), torch.zeros(3, 4), 2, cache_weight=0.25, interval=3, cfg_shared=True)
+        selection.select_fresh(torch.rand(3, 4), torch.zeros(3, 4), 2, cache_weight=0.25, interval=3, cfg_shared=True)
 
 
 def test_random_score_shape_and_range():
-    got = scores.random_score(torch.zeros(3, 7, 5, dtype=torch.float16))
+    got = selection.random_score(torch.zeros(3, 7, 5, dtype=torch.float16))
     assert got.shape == (3, 7) and got.dtype == torch.float32
     assert ((got >= 0) & (got < 1)).all().item()
 
@@ -243,17 +243,17 @@ def test_update_counter_gather_scatter_match_loops(b, n, data):
     for row in range(b):
         for t in idx[row].tolist():
             expected[row, t] = 0
-    torch.testing.assert_close(scores.update_counter(counter, idx), expected, rtol=0, atol=0)
+    torch.testing.assert_close(selection.update_counter(counter, idx), expected, rtol=0, atol=0)
 
     for shape, dim in (((b, n), 1), ((b, n, 3), 1), ((b, 2, n, 3), 2), ((b, 2, n, 3), -2)):
         x = torch.randn(shape, generator=gen)
         tok = dim % x.dim()
-        got = scores.gather_tokens(x, idx, dim=dim)
+        got = selection.gather_tokens(x, idx, dim=dim)
         for row in range(b):
             torch.testing.assert_close(got[row], x[row].index_select(tok - 1, idx[row]), rtol=0, atol=0)
 
         values = torch.randn(got.shape, generator=gen, dtype=torch.float64)
-        new = scores.scatter_tokens(x, idx, values, dim=dim)
+        new = selection.scatter_tokens(x, idx, values, dim=dim)
         expected = x.clone()
         for row in range(b):
             for j, t in enumerate(idx[row].tolist()):
@@ -272,15 +272,15 @@ def _compile_cases():
     x = torch.randn(2, 16, 3, generator=gen)
     return {
         "attention_received": (
-            lambda q, k, m: scores.attention_received(q, k, m, chunk=4, cfg_shared=True),
+            lambda q, k, m: selection.attention_received(q, k, m, chunk=4, cfg_shared=True),
             (q, k, mask),
         ),
         "cross_attention_entropy": (
-            lambda q, k, m: scores.cross_attention_entropy(q, k, m, cfg_shared=True),
+            lambda q, k, m: selection.cross_attention_entropy(q, k, m, cfg_shared=True),
             (q, k, mask),
         ),
         "select_fresh": (
-            lambda s, c: scores.select_fresh(
+            lambda s, c: selection.select_fresh(
                 s,
                 c,
                 5,
@@ -293,9 +293,9 @@ def _compile_cases():
             ),
             (score, counter),
         ),
-        "update_counter": (scores.update_counter, (counter, idx)),
-        "gather_tokens": (scores.gather_tokens, (x, idx)),
-        "scatter_tokens": (scores.scatter_tokens, (x, idx, torch.randn(2, 5, 3, generator=gen))),
+        "update_counter": (selection.update_counter, (counter, idx)),
+        "gather_tokens": (selection.gather_tokens, (x, idx)),
+        "scatter_tokens": (selection.scatter_tokens, (x, idx, torch.randn(2, 5, 3, generator=gen))),
     }
 
 
@@ -310,6 +310,6 @@ def test_compiles_fullgraph(name):
 
 
 def test_random_score_compiles_fullgraph():
-    compiled = torch.compile(scores.random_score, backend="aot_eager", fullgraph=True, dynamic=False)
+    compiled = torch.compile(selection.random_score, backend="aot_eager", fullgraph=True, dynamic=False)
     got = compiled(torch.zeros(2, 9, 4))
     assert got.shape == (2, 9) and got.dtype == torch.float32

@@ -93,7 +93,7 @@ def test_streams_of_different_lengths_get_their_own_token_grid():
     outputs = sample(case, model, 6)
     region = toca.regions[0]
     for index, site in enumerate(region.analysis.sites):
-        grid = region.analysis.grids.get(index)
+        grid = region.choices.grids.get(index)
         assert grid is None or grid[0] * grid[1] == site.num_tokens
     assert any(s.num_tokens == 5 and s.policy == "partial" for s in toca.sites)
     assert toca.stats["partial_steps"] == 4

@@ -6,13 +6,12 @@ toca = toca_fx.enable(pipe)        # a diffusers pipeline; toca_fx.disable(pipe)
 print(toca_fx.explain(model, *example_inputs))
 """
 
-import torch
-
 from .backend import ToCa, toca_backend
 from .config import PRESETS, ToCaConfig
 from .explain import explain
+from .lowering import register_backend
 from .pipelines import disable, enable
 
-torch._dynamo.register_backend(toca_backend, name="toca")
+register_backend(toca_backend, "toca")
 
 __all__ = ["PRESETS", "ToCa", "ToCaConfig", "disable", "enable", "explain", "toca_backend"]

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from .config import DEFAULT_PRESET as DEFAULT
 from .config import PRESETS
-
-DEFAULT = "pixart-alpha"
 
 
 def _kinds(sites) -> set[str]:

@@ -2,11 +2,12 @@
 
 Dynamo hands over one FX graph per graph-break region. For each region::
 
-    analysis = analyse(gm, config)          # passes/: sites, token axes, score sources
-    region   = Region(gm, analysis, ...)    # runtime: builds FULL/PARTIAL variants lazily,
-    return region                           #          lowers each with the inner compiler
+    analysis = analyse(gm)                      # passes/: sites, token axes, score sources (structure only)
+    choices  = choose(analysis, config)         # passes/choices.py: what the config makes of them
+    region   = Region(gm, analysis, choices)    # runtime/: builds FULL/PARTIAL variants lazily (passes/rewrite.py),
+    return region                               #           lowers each with the inner compiler (lowering.py)
 
-A region with nothing cacheable is lowered as it is, with one warning.
+A graph with nothing cacheable, or one the analysis fails on, is lowered as it is, with one warning.
 """
 
 from __future__ import annotations
@@ -14,106 +15,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
-import torch
 import torch.fx as fx
 
+from . import report
 from .auto_preset import preset_for
-from .config import COMPILERS, ToCaConfig, _check_int
-from .passes.analysis import analyse
-from .report import site_table
-from .runtime import Clock, Region
-from .schedule import schedule_table
+from .config import COMPILERS, ToCaConfig, _check_int, _options, resolve
+from .contract import SitePolicy
+from .cost import predicted_flops
+from .lowering import Compiler, has_symbolic_shapes, inner_compiler
+from .passes.analysis import RegionAnalysis, analyse
+from .passes.choices import choose
+from .runtime.clock import Clock
+from .runtime.region import Region
 
 log = logging.getLogger("toca_fx")
-
-
-def lower(compiler: str) -> Callable[[fx.GraphModule, list], Callable]:
-    """The inner compiler that turns each variant into code.
-
-    A compiler marked ``symbolic_ints`` takes the token counts k of a PARTIAL variant as int
-    inputs, so one compiled variant serves every step's k (see :class:`GuardedCode`).
-    """
-    if compiler == "eager":
-        return _eager
-    if compiler == "aot_eager":
-        return _aot_eager
-    return _inductor
-
-
-def _eager(gm: fx.GraphModule, example_inputs: list) -> Callable:
-    return gm.forward
-
-
-def _inductor(gm: fx.GraphModule, example_inputs: list) -> Callable:
-    from torch._inductor.compile_fx import compile_fx
-
-    return _compile_outside_dynamo(compile_fx, gm, example_inputs)
-
-
-def _aot_eager(gm: fx.GraphModule, example_inputs: list) -> Callable:
-    return _compile_outside_dynamo(torch._dynamo.lookup_backend("aot_eager"), gm, example_inputs)
-
-
-def _compile_outside_dynamo(backend: Callable, gm: fx.GraphModule, example_inputs: list) -> Callable:
-    """``backend`` on static tensor shapes, with int inputs (token counts) symbolic.
-
-    Variants are compiled at run time, outside Dynamo: give them a tracing context with a shape
-    env as Dynamo would (else Inductor bypasses its FX graph cache), and fakify the inputs
-    ourselves, or aot_autograd would make every tensor dimension dynamic.
-    """
-    from torch._dynamo.source import ConstantSource
-    from torch._guards import TracingContext, tracing
-    from torch._subclasses import FakeTensorMode
-    from torch.fx.experimental.symbolic_shapes import ShapeEnv
-
-    if TracingContext.try_get() is not None:  # called from Dynamo itself (an uncached fallback)
-        return backend(gm, example_inputs)
-    shape_env = ShapeEnv(duck_shape=False)  # two token counts equal now may differ later
-    fake_mode = FakeTensorMode(shape_env=shape_env)
-
-    def fakify(index: int, value):
-        if isinstance(value, torch.Tensor):
-            return fake_mode.from_tensor(value, static_shapes=True)
-        if isinstance(value, int) and not isinstance(value, bool):
-            source = ConstantSource(f"toca_int_{index}")
-            return shape_env.create_symintnode(shape_env.create_symbol(value, source), hint=value, source=source)
-        return value
-
-    fakes = [fakify(i, v) for i, v in enumerate(example_inputs)]
-    with tracing(TracingContext(fake_mode)):
-        code = backend(gm, fakes)
-    return GuardedCode(code, shape_env, fakes)
-
-
-class GuardedCode:
-    """Compiled code with the conditions on its int inputs under which it is valid.
-
-    Inductor may specialise on a symbolic int while compiling (k == 1, k <= N, ...). The runtime
-    calls :meth:`accepts` once per new set of ints and compiles anew where the guards fail.
-    """
-
-    def __init__(self, code: Callable, shape_env, fakes: list):
-        self.code = code
-        self.guards = shape_env.produce_guards_expression(fakes)
-        self.shape_env = shape_env
-
-    def accepts(self, args) -> bool:
-        return self.guards is None or bool(self.shape_env.evaluate_guards_expression(self.guards, list(args)))
-
-    def __call__(self, *args):
-        return self.code(*args)
-
-
-for _compiler in (_eager, _inductor, _aot_eager):
-    _compiler.symbolic_ints = True
-
-
-def _has_symbolic_shapes(gm: fx.GraphModule, example_inputs) -> bool:
-    values = [*example_inputs, *(n.meta.get("example_value") for n in gm.graph.nodes if n.op == "placeholder")]
-    return any(
-        isinstance(v, torch.SymInt) or (isinstance(v, torch.Tensor) and not all(isinstance(s, int) for s in v.shape))
-        for v in values
-    )
 
 
 class _NeverShared:
@@ -137,78 +52,75 @@ class ToCa(_NeverShared):
     >>> toca.reset(); image = sample(model); print(toca.report())
     """
 
-    def __init__(self, config: ToCaConfig | str | None = None, *, inner_compiler: Callable | None = None, **overrides):
+    def __init__(self, config: ToCaConfig | str | None = None, *, inner_compiler: Compiler | None = None, **overrides):
         """``inner_compiler`` (``(gm, example_inputs) -> callable``) replaces ``config.compiler``:
         a hook for debugging and tests that want to see each variant."""
-        self.auto_overrides = overrides if config == "auto" else None
-        self.preset: tuple[str, str] | None = None  # (name, why) once "auto" has chosen
-        if config == "auto":
-            config = ToCaConfig.from_options(overrides)  # until the first graph's structure picks the preset
-        elif isinstance(config, str):
-            config = ToCaConfig.preset(config, **overrides)
-        elif config is None:
-            config = ToCaConfig.from_options(overrides)
-        elif overrides:
-            config = ToCaConfig.from_options({**_fields(config), **overrides})
-        if not isinstance(config, ToCaConfig):
-            raise TypeError(f"ToCa config must be a ToCaConfig, a preset name or None; got {type(config).__name__}")
+        self.config, self.auto_overrides = resolve(config, **overrides)
         if inner_compiler is not None and not callable(inner_compiler):
             raise TypeError(f"ToCa inner_compiler must be callable (gm, example_inputs) -> fn; got {inner_compiler!r}")
-        self.config = config
+        self.preset: tuple[str, str] | None = None  # (name, why) once "auto" has chosen
         self.inner_compiler = inner_compiler
-        self.clock = Clock(config.num_steps)
+        self.clock = Clock(self.config.num_steps)
         self.regions: list[Region] = []
         self.fallbacks: list[str] = []
 
     def __call__(self, gm: fx.GraphModule, example_inputs: list) -> Callable:
-        compiler = self.inner_compiler or lower(self.config.compiler)
-        if _has_symbolic_shapes(gm, example_inputs):
-            reason = "graph has dynamic shapes (compile with dynamic=False)"
-            log.warning("toca_fx: %s: running it uncached", reason)
-            self.fallbacks.append(reason)
-            return compiler(gm, example_inputs)
+        compiler = self.inner_compiler or inner_compiler(self.config.compiler)
+        if has_symbolic_shapes(gm, example_inputs):
+            return self._uncached(compiler, gm, example_inputs, "graph has dynamic shapes (compile with dynamic=False)")
         if self.regions or self.fallbacks:
             log.info("toca_fx: another graph of %d nodes (a graph break or a recompile)", len(gm.graph.nodes))
         try:
-            analysis = analyse(gm, self.config)
+            analysis = analyse(gm)
             if self.auto_overrides is not None and analysis.sites:
-                self._choose_preset(analysis.sites)
-                analysis = analyse(gm, self.config)
+                self._choose_preset(analysis)
+            choices = choose(analysis, self.config)
         except Exception as exc:  # an analysis bug must never break the user's model: run it exactly
-            log.warning("toca_fx: analysis failed (%s: %s): this graph runs uncached", type(exc).__name__, exc)
-            self.fallbacks.append(f"analysis failed: {exc}")
-            return compiler(gm, example_inputs)
+            return self._uncached(compiler, gm, example_inputs, f"analysis failed ({type(exc).__name__}: {exc})")
         if not analysis.cacheable:
-            reasons = sorted({s.reason for s in analysis.sites}) or ["no residual branch over a token stream"]
-            log.warning(
-                "toca_fx: nothing cacheable in a graph of %d nodes (%s): it runs uncached",
-                len(gm.graph.nodes),
-                "; ".join(reasons),
+            reasons = "; ".join(
+                sorted({s.reason for s in analysis.sites}) or ["no residual branch over a token stream"]
             )
-            self.fallbacks.append("; ".join(reasons))
+            what = f"nothing cacheable in a graph of {len(gm.graph.nodes)} nodes ({reasons})"
             if not analysis.sites:
-                return self._keep_time(compiler(gm, example_inputs), analysis.timestep)
-        region = Region(gm, analysis, self.config, self.clock, compiler)
+                fn = self._uncached(compiler, gm, example_inputs, reasons, what)
+                return self._keep_time(fn, analysis.timestep)
+            log.warning("toca_fx: %s: this graph runs uncached", what)
+            self.fallbacks.append(reasons)
+        region = Region(gm, analysis, choices, self.clock, compiler)
         self.regions.append(region)
-        log.info("toca_fx: region %d: %s", len(self.regions) - 1, _summary(analysis))
-        unproven = [site for site in analysis.sites if site.policy == "full"]
+        self._log_conversion(len(self.regions) - 1, analysis, choices)
+        return region
+
+    def _uncached(self, compiler: Compiler, gm, example_inputs: list, reason: str, what: str = "") -> Callable:
+        """The graph lowered as it is; ``reason`` is kept in ``fallbacks``, ``what`` (or the reason) logged."""
+        log.warning("toca_fx: %s: this graph runs uncached", what or reason)
+        self.fallbacks.append(reason)
+        return compiler(gm, example_inputs)
+
+    def _choose_preset(self, analysis: RegionAnalysis) -> None:
+        name, why = preset_for(analysis.sites)
+        self.config = ToCaConfig.preset(name, **self.auto_overrides)
+        self.auto_overrides, self.preset = None, (name, why)
+        log.info("toca_fx: preset %r chosen from the model's structure: %s", name, why)
+
+    def _log_conversion(self, index: int, analysis: RegionAnalysis, choices) -> None:
+        counts: dict[str, int] = {}
+        for site in analysis.sites:
+            counts[f"{site.kind}/{site.policy}"] = counts.get(f"{site.kind}/{site.policy}", 0) + 1
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items())
+        log.info("toca_fx: region %d: %s; %s", index, summary, choices.grid_note)
+        unproven = [site for site in analysis.sites if site.policy is SitePolicy.FULL]
         if unproven and analysis.cacheable:
             log.warning(
                 "toca_fx: region %d: %d of %d sites recompute every token, exactly (%s)",
-                len(self.regions) - 1,
+                index,
                 len(unproven),
                 len(analysis.sites),
                 "; ".join(f"{site.name}: {site.reason}" for site in unproven),
             )
-        for note in analysis.notes:
+        for note in choices.notes:
             log.info("toca_fx: %s", note)
-        return region
-
-    def _choose_preset(self, sites) -> None:
-        name, why = preset_for(sites)
-        self.config = ToCaConfig.preset(name, **self.auto_overrides)
-        self.auto_overrides, self.preset = None, (name, why)
-        log.info("toca_fx: preset %r chosen from the model's structure: %s", name, why)
 
     def _keep_time(self, fn: Callable, timestep: int | None) -> Callable:
         """A region without sites that reads the timestep still drives the step clock."""
@@ -246,8 +158,7 @@ class ToCa(_NeverShared):
 
     def predicted_flops(self, num_steps: int) -> tuple[float, float]:
         """(uncached, ToCa) FLOPs of a ``num_steps`` generation as the schedule table predicts them."""
-        pairs = [region.predicted_flops(num_steps) for region in self.regions]
-        return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+        return predicted_flops(self.regions, num_steps)
 
     def schedule_table(self, num_steps: int | None = None) -> str:
         """The step schedule (full or partial, k per site kind) of the first region with sites."""
@@ -255,23 +166,11 @@ class ToCa(_NeverShared):
         if not self.regions or num_steps is None:
             return "no schedule yet: run the model once, or give num_steps"
         region = self.regions[0]
-        return schedule_table(region.schedule(num_steps), region.specs)
+        return report.schedule_table(region.schedule(num_steps), region.specs)
 
     def report(self) -> str:
         """One row per site: block, kind, policy, per-step ratio range and cache bytes."""
-        return site_table(self.regions, self.clock.horizon)
-
-
-def _fields(config: ToCaConfig) -> dict:
-    return {name: getattr(config, name) for name in config.__dataclass_fields__}
-
-
-def _summary(analysis) -> str:
-    counts: dict[str, int] = {}
-    for site in analysis.sites:
-        key = f"{site.kind}/{site.policy}"
-        counts[key] = counts.get(key, 0) + 1
-    return ", ".join(f"{n} {k}" for k, n in counts.items()) + f"; {analysis.grid_note}"
+        return report.site_table(self.regions, self.clock.horizon)
 
 
 class _ToCaBackend(_NeverShared):
@@ -291,7 +190,7 @@ class _ToCaBackend(_NeverShared):
                 f"toca_backend takes no torch.compile mode (got {mode!r}): pick the inner compiler with "
                 f"options={{'compiler': ...}}, one of {', '.join(map(repr, COMPILERS))}"
             )
-        return ToCa(ToCaConfig.from_options(options))(gm, example_inputs)
+        return ToCa(**_options(options))(gm, example_inputs)
 
 
 toca_backend = _ToCaBackend()

@@ -63,6 +63,8 @@ class ToCaConfig:
         for name in ("cfg_shared", "count_down"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(_message(name, "a bool", getattr(self, name)))
+        if isinstance(self.cache_dtype, str):  # options from a config file or the command line name it
+            object.__setattr__(self, "cache_dtype", _dtype_from_name(self.cache_dtype))
         if self.cache_dtype is not None:
             _check_float_dtype("cache_dtype", self.cache_dtype)
 
@@ -81,15 +83,47 @@ class ToCaConfig:
 
     @classmethod
     def from_options(cls, options: Mapping | None) -> ToCaConfig:
-        """Build a config from torch.compile's `options`: "preset" picks the base, other keys override fields."""
-        if options is not None and not isinstance(options, Mapping):
-            raise TypeError(f"ToCa options must be a dict of config fields; got {type(options).__name__}")
-        options = dict(options or {})
+        """Build a config from torch.compile's `options`: "preset" picks the base, other keys override fields.
+        (``"auto"`` is no config: a :class:`~toca_fx.ToCa` backend takes it, and chooses from the model.)"""
+        options = _options(options)
         _check_fields(options, extra=("preset",))
-        preset = options.pop("preset", "pixart-alpha")
-        if isinstance(options.get("cache_dtype"), str):
-            options["cache_dtype"] = _dtype_from_name(options["cache_dtype"])
-        return cls.preset(preset, **options)
+        return cls.preset(options.pop("preset", DEFAULT_PRESET), **options)
+
+    def replace(self, **overrides) -> ToCaConfig:
+        """This config with some fields changed (validated like any other)."""
+        _check_fields(overrides)
+        return type(self)(**{**_fields(self), **overrides})
+
+
+def resolve(config: ToCaConfig | str | None = None, **overrides) -> tuple[ToCaConfig, dict | None]:
+    """The config a ToCa backend starts from: a preset name, ``"auto"``, a :class:`ToCaConfig` or None
+    (the default preset), with fields overridden (``preset=`` may name the preset instead).
+
+    For ``"auto"`` it also returns the overrides to apply to the preset that the first graph's
+    structure chooses; until then the config is the default preset with those overrides.
+    """
+    _check_fields(overrides, extra=("preset",))
+    if "preset" in overrides:
+        if config is not None:
+            raise TypeError(f"ToCa: give the preset or config once, not both {config!r} and preset=")
+        config = overrides.pop("preset")
+    if config == "auto":
+        return ToCaConfig.preset(DEFAULT_PRESET, **overrides), overrides
+    if isinstance(config, ToCaConfig):
+        return config.replace(**overrides), None
+    if config is None or isinstance(config, str):
+        return ToCaConfig.preset(DEFAULT_PRESET if config is None else config, **overrides), None
+    raise TypeError(f"ToCa config must be a ToCaConfig, a preset name or None; got {type(config).__name__}")
+
+
+def _options(options: Mapping | None) -> dict:
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(f"ToCa options must be a dict of config fields; got {type(options).__name__}")
+    return dict(options or {})
+
+
+def _fields(config: ToCaConfig) -> dict:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
 _PRESETS = {
@@ -151,6 +185,7 @@ _PRESETS = {
     ),
 }
 PRESETS = tuple(_PRESETS)
+DEFAULT_PRESET = "pixart-alpha"
 
 
 def _check_fields(options: Mapping, extra: tuple[str, ...] = ()) -> None:

@@ -3,14 +3,13 @@ uncached, from one traced forward (no generation is run, the model is not change
 
 from __future__ import annotations
 
-from collections import Counter
-
 import torch
 from tabulate import tabulate
 
 from .backend import ToCa
 from .config import ToCaConfig
-from .passes.flops import site_costs
+from .contract import SitePolicy
+from .cost import flops_shares, predicted_flops
 
 
 def explain(
@@ -38,32 +37,25 @@ def explain(
 
 def _flops_table(toca: ToCa, num_steps: int) -> list[str]:
     """Share of a full step's FLOPs by what a partial step does with them."""
-    shares: Counter = Counter()
-    total = 0
-    for region in toca.regions:
-        base, token, _ = site_costs(region.gm, region.analysis.sites)
-        total += base
-        for site, flops in zip(region.analysis.sites, token):
-            shares[f"sites: {site.policy}"] += flops
-        reused = region.analysis.context.dropped_flops
-        shares["outside any site: step-invariant context, taken from the full step"] += reused
-        shares["outside any site (always computed)"] += base - sum(token) - reused
+    shares, total = flops_shares(toca.regions)
     if not total:
         return []
     rows = [[what, f"{flops / total:.1%}"] for what, flops in sorted(shares.items())]
-    uncached, cached = toca.predicted_flops(num_steps)
+    uncached, cached = predicted_flops(toca.regions, num_steps)
     ideal = f"FLOPs-ideal speedup over {num_steps} steps: {uncached / cached:.2f}x" if cached else ""
     return ["", tabulate(rows, headers=["FLOPs of a full step", "share"], tablefmt="github"), ideal]
 
 
 def _uncached(toca: ToCa) -> list[str]:
-    reasons = [f"- {s.name}: computed in full at every step: {s.reason}" for s in toca.sites if s.policy == "full"]
+    reasons = [
+        f"- {s.name}: computed in full at every step: {s.reason}" for s in toca.sites if s.policy is SitePolicy.FULL
+    ]
     reasons += [f"- a graph runs uncached: {reason}" for reason in toca.fallbacks]
     reasons += [
         f"- region {r} runs uncached: {region.failure}" for r, region in enumerate(toca.regions) if region.failure
     ]
-    notes = [f"- region {r}: {note}" for r, region in enumerate(toca.regions) for note in region.analysis.notes]
-    notes += [f"- region {r}: {region.analysis.grid_note}" for r, region in enumerate(toca.regions)]
+    notes = [f"- region {r}: {note}" for r, region in enumerate(toca.regions) for note in region.choices.notes]
+    notes += [f"- region {r}: {region.choices.grid_note}" for r, region in enumerate(toca.regions)]
     out = ["", "left uncached:", *(reasons or ["- nothing: every site is partial or reused between full steps"])]
     return out + ["", "notes:", *notes] if notes else out
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tabulate import tabulate
 
+from .cost import predicted_flops
 from .pipelines import disable, enable
 
 log = logging.getLogger("toca_fx")
@@ -161,7 +162,7 @@ def compare(pipe, inputs: dict, preset: str | None = None, warmup: bool = True, 
     finally:
         disable(pipe)
     steps = steps_of(pipe, inputs)
-    uncached_flops, toca_flops = toca.predicted_flops(steps) if steps and toca.regions else (0.0, 0.0)
+    uncached_flops, toca_flops = predicted_flops(toca.regions, steps) if steps and toca.regions else (0.0, 0.0)
     return Comparison(
         preset=toca.preset[0] if toca.preset else str(preset),
         uncached_s=uncached_s,

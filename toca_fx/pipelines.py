@@ -19,6 +19,7 @@ import torch
 
 from .backend import ToCa
 from .config import ToCaConfig
+from .lowering import in_place_compile, restore_in_place_compile
 
 log = logging.getLogger("toca_fx")
 
@@ -49,7 +50,7 @@ def enable(pipe, config_or_preset: ToCaConfig | str | None = None, **overrides) 
         log.info("toca_fx: pipeline already enabled: replacing its ToCa backend")
         disable(pipe)
     toca = ToCa("auto" if config_or_preset is None else config_or_preset, **overrides)
-    state = _Enabled(toca, transformer, transformer._compiled_call_impl, type(pipe))
+    state = _Enabled(toca, transformer, in_place_compile(transformer), type(pipe))
     transformer.compile(backend=toca, dynamic=False)
     pipe.__class__ = _generation_per_call(type(pipe))
     setattr(pipe, _STATE, state)
@@ -63,7 +64,7 @@ def disable(pipe) -> None:
     state: _Enabled | None = getattr(pipe, _STATE, None)
     if state is None:
         raise ValueError(f"toca_fx.disable: ToCa is not enabled on this {type(pipe).__name__}")
-    state.transformer._compiled_call_impl = state.compiled_before
+    restore_in_place_compile(state.transformer, state.compiled_before)
     pipe.__class__ = state.pipeline_class
     delattr(pipe, _STATE)
     log.info("toca_fx: disabled on %s.transformer", state.pipeline_class.__name__)

@@ -1,17 +1,14 @@
-"""Tables for users: the conversion report."""
+"""Tables for users: the conversion report and the step schedule."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tabulate import tabulate
 
-from .passes.graph import example_value
-
-
-def _cache_bytes(site, dtype) -> int:
-    """Bytes one call slot holds for a site: its output cache and any interior caches."""
-    values = [example_value(site.output), *map(example_value, site.interior)]
-    itemsize = dtype.itemsize if dtype is not None else values[0].element_size()
-    return 0 if site.policy == "full" else sum(v.numel() for v in values) * itemsize
+from .config import SITE_KINDS
+from .cost import held_cache_bytes, site_cache_bytes
+from .schedule import SiteSpec, StepPlan
 
 
 def site_table(regions, num_steps: int | None) -> str:
@@ -23,18 +20,25 @@ def site_table(regions, num_steps: int | None) -> str:
         for index, site in enumerate(region.analysis.sites):
             ratios = [p.fresh[index] / site.num_tokens for p in plans]
             ratio = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "-"
-            rows.append(
-                [
-                    r,
-                    site.block,
-                    site.kind,
-                    site.policy,
-                    ratio,
-                    _cache_bytes(site, region.config.cache_dtype),
-                    site.reason,
-                ]
-            )
+            cache = site_cache_bytes(site, region.config.cache_dtype)
+            rows.append([r, site.block, site.kind, site.policy, ratio, cache, site.reason])
     headers = ["region", "block", "kind", "policy", "fresh ratio", "cache bytes/slot", "note"]
-    held = sum(sum(region.cache_bytes().values()) for region in regions)
     failures = [f"\nregion {r} runs uncached: {region.failure}" for r, region in enumerate(regions) if region.failure]
-    return tabulate(rows, headers=headers, tablefmt="github") + f"\ncache held now: {held} bytes" + "".join(failures)
+    table = tabulate(rows, headers=headers, tablefmt="github")
+    return table + f"\ncache held now: {held_cache_bytes(regions)} bytes" + "".join(failures)
+
+
+def schedule_table(plans: Sequence[StepPlan], sites: Sequence[SiteSpec]) -> str:
+    """A report table: per step, full or partial, the share of tokens refreshed, and the k range per site kind."""
+    kinds = [kind for kind in SITE_KINDS if any(site.kind == kind for site in sites)]
+    total_tokens = sum(site.num_tokens for site in sites)
+    rows = []
+    for plan in plans:
+        row = [plan.index, "full" if plan.full else "partial", f"{plan.progress:.3f}"]
+        row.append(f"{sum(plan.fresh) / total_tokens:.1%}" if total_tokens else "-")
+        for kind in kinds:
+            ks = [k for k, site in zip(plan.fresh, sites) if site.kind == kind]
+            row.append(str(min(ks)) if min(ks) == max(ks) else f"{min(ks)}-{max(ks)}")
+        rows.append(row)
+    headers = ["step", "type", "progress", "fresh tokens"] + [f"k {kind}" for kind in kinds]
+    return tabulate(rows, headers=headers)

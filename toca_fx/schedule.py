@@ -10,9 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tabulate import tabulate
-
-from toca_fx.config import SITE_KINDS, ToCaConfig
+from .config import SITE_KINDS, ToCaConfig
 
 
 @dataclass(frozen=True)
@@ -83,48 +81,6 @@ def build_schedule(config: ToCaConfig, num_steps: int, sites: Sequence[SiteSpec]
         )
         plans.append(StepPlan(step, full, progress, fresh))
     return tuple(plans)
-
-
-def schedule_table(plans: Sequence[StepPlan], sites: Sequence[SiteSpec]) -> str:
-    """A report table: per step, full or partial, the share of tokens refreshed, and the k range per site kind."""
-    kinds = [kind for kind in SITE_KINDS if any(site.kind == kind for site in sites)]
-    total_tokens = sum(site.num_tokens for site in sites)
-    rows = []
-    for plan in plans:
-        row = [plan.index, "full" if plan.full else "partial", f"{plan.progress:.3f}"]
-        row.append(f"{sum(plan.fresh) / total_tokens:.1%}" if total_tokens else "-")
-        for kind in kinds:
-            ks = [k for k, site in zip(plan.fresh, sites) if site.kind == kind]
-            row.append(str(min(ks)) if min(ks) == max(ks) else f"{min(ks)}-{max(ks)}")
-        rows.append(row)
-    headers = ["step", "type", "progress", "fresh tokens"] + [f"k {kind}" for kind in kinds]
-    return tabulate(rows, headers=headers)
-
-
-def predicted_flops(
-    plans: Sequence[StepPlan],
-    full_flops: float,
-    partial_base_flops: float,
-    site_token_flops: Sequence[float],
-    site_context_flops: Sequence[float],
-    sites: Sequence[SiteSpec],
-) -> float:
-    """Total FLOPs over the plan. A full step costs ``full_flops`` (the model plus score
-    bookkeeping); a partial step costs ``partial_base_flops`` (the model alone) less the skipped
-    tokens' work, and a site with k == 0 also saves its context work (e.g. projecting text keys
-    for cross-attention)."""
-    total = 0.0
-    for plan in plans:
-        cost = full_flops if plan.full else partial_base_flops
-        if not plan.full:
-            for k, site, token_flops, context_flops in zip(
-                plan.fresh, sites, site_token_flops, site_context_flops, strict=True
-            ):
-                cost -= token_flops * (1 - k / site.num_tokens)
-                if k == 0:
-                    cost -= context_flops
-        total += cost
-    return total
 
 
 def _linear(weight: float, x: float) -> float:

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
+from ..lowering import example_value
 from . import counters
 from .flops import node_flops
-from .graph import Ancestry, example_value, tensor_args
+from .graph import Ancestry, tensor_args
+from .ops import RANDOM
 from .sites import Site
 
 
@@ -36,9 +38,6 @@ class ContextWork:
 
 
 NO_CONTEXT = ContextWork((), (), frozenset(), 0)
-# Seeded random ops give new values at every call even from the same inputs.
-_RANDOM = {torch.rand, torch.randn, torch.randint, torch.randperm, torch.normal, torch.bernoulli, torch.multinomial}
-_RANDOM |= {torch.rand_like, torch.randn_like, torch.randint_like, torch.nn.functional.dropout}
 
 
 def find_context(gm: fx.GraphModule, sites: list[Site], timestep: int | None) -> ContextWork:
@@ -56,7 +55,7 @@ def find_context(gm: fx.GraphModule, sites: list[Site], timestep: int | None) ->
     for node in graph.nodes:
         if node.op in ("placeholder", "output"):
             continue
-        if node.target in _RANDOM or any(arg in dependent for arg in tensor_args(node)):
+        if node.target in RANDOM or any(arg in dependent for arg in tensor_args(node)):
             dependent.add(node)
         else:
             invariant.append(node)

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import torch
 import torch.fx as fx
-from torch._subclasses import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_count
 
-from .graph import example_value
-
-_CPU_ATTENTION = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+from ..lowering import CPU_ATTENTION_KERNEL, example_value, fake_mode
 
 
 def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -21,7 +18,7 @@ def flop_counter() -> FlopCounterMode:
     """A quiet ``FlopCounterMode`` that also counts attention on CPU. torch 2.13 has no formula for the kernel
     ``scaled_dot_product_attention`` runs on CPU and counts it as 0 FLOPs (pytorch/pytorch#195460, fixed upstream
     by #195801); it gets torch's own SDPA formula here."""
-    missing = {} if _CPU_ATTENTION in flop_registry else {_CPU_ATTENTION: _attention_flops}
+    missing = {} if CPU_ATTENTION_KERNEL in flop_registry else {CPU_ATTENTION_KERNEL: _attention_flops}
     return FlopCounterMode(display=False, custom_mapping=missing)
 
 
@@ -46,8 +43,8 @@ def node_flops(module: fx.GraphModule, inputs: list | None = None, only: set[fx.
     recorded on the placeholders)."""
     if inputs is None:
         inputs = [example_value(n) for n in module.graph.nodes if n.op == "placeholder"]
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-    with fake_mode:
+    mode = fake_mode()
+    with mode:
         inputs = [
             torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
             if isinstance(t, torch.Tensor)
@@ -56,7 +53,7 @@ def node_flops(module: fx.GraphModule, inputs: list | None = None, only: set[fx.
         ]
     counter = flop_counter()
     interpreter = _Counting(module, counter, only)
-    with fake_mode, counter, torch.no_grad():
+    with mode, counter, torch.no_grad():
         interpreter.run(*inputs)
     return interpreter.flops
 

@@ -8,17 +8,6 @@ import torch.fx as fx
 from torch.fx.node import map_arg
 
 
-def example_value(node):
-    """The value Dynamo (``example_value``) or a fake-tensor pass (``val``) recorded for a node."""
-    if not isinstance(node, fx.Node):
-        return None
-    return node.meta.get("example_value", node.meta.get("val"))
-
-
-def is_method(node: fx.Node, *names: str) -> bool:
-    return node.op == "call_method" and node.target in names
-
-
 def tensor_args(node: fx.Node) -> list[fx.Node]:
     """The input nodes of ``node`` (flattened over args and kwargs), tensors or tuples of them."""
     found: list[fx.Node] = []

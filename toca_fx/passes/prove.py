@@ -15,31 +15,31 @@ from __future__ import annotations
 
 import torch
 import torch.fx as fx
-from torch._subclasses import FakeTensorMode
 
-from .graph import ValueRecorder, example_value
+from ..lowering import example_value, fake_mode
+from .graph import ValueRecorder
 from .tokens import Unprovable, set_token_count
 
 
-def _fake_like(fake_mode: FakeTensorMode, value: torch.Tensor, dim: int | None = None, tokens: int = 0):
+def _fake_like(mode, value: torch.Tensor, dim: int | None = None, tokens: int = 0):
     shape = list(value.shape)
     if dim is not None:
         shape[dim] = tokens
-    with fake_mode:
+    with mode:
         return torch.empty(shape, dtype=value.dtype, device=value.device)
 
 
 def prove_at_token_count(site, tokens: int) -> None:
     """Raise :class:`Unprovable` unless the site's fresh-token branch is shape-correct at ``tokens``."""
     flow = site.flow
-    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    mode = fake_mode()
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     inputs = []
 
     def placeholder(node: fx.Node, dim: int | None) -> fx.Node:
         env[node] = graph.placeholder(node.name)
-        inputs.append(_fake_like(fake_mode, example_value(node), dim, tokens))
+        inputs.append(_fake_like(mode, example_value(node), dim, tokens))
         return env[node]
 
     placeholder(site.stream, flow.dims[site.stream])
@@ -56,7 +56,7 @@ def prove_at_token_count(site, tokens: int) -> None:
     graph.output(env[site.output])
     interpreter = ValueRecorder(fx.GraphModule(torch.nn.Module(), graph))
     try:
-        with fake_mode:
+        with mode:
             interpreter.run(*inputs)
     except Exception as exc:  # any shape error means the rewrite is not proven
         raise Unprovable(f"fake-tensor check at {tokens} tokens failed: {type(exc).__name__}: {exc}") from exc

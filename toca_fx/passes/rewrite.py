@@ -1,43 +1,41 @@
 """Build the FULL and PARTIAL graph variants of one analysed region.
 
-State (caches, staleness counters, block scores) lives outside the graph and is threaded
-through as extra placeholders and extra outputs, each named by a :data:`StateKey`.
+State (caches, staleness counters, block scores, context values) lives outside the graph and is
+threaded through as extra placeholders and extra outputs, each named by a :class:`StateKey`.
 
 FULL: the original graph, plus outputs for every cache and for each block's token score::
 
     ... ─ attn ─ out ─▶ y ─ (* gate) ─ add ─▶            outputs: (*model_outputs,
-                  sdpa(q, k) ─▶ attention_received(q, k)          ("cache", i) = y, ("score", l))
+                  sdpa(q, k) ─▶ attention_received(q, k)          cache i = y, score l)
 
-PARTIAL (one per tuple of per-site token counts k, or with k as int inputs one per
-:func:`site_modes`): for a site with 0 < k < N::
+PARTIAL: one per tuple of per-site :class:`StepMode`, with each partial site's k an int input::
 
     x ─ gather(idx) ─ norm ─ mlp ─▶ y_fresh (B,k,C)
     idx = select_fresh(score_l, counter_i, k)         cache_i' = scatter(cache_i, idx, y_fresh)
     cache_i' ─ (* gate_t) ─ add ─▶                   counter_i' = update_counter(counter_i, idx)
 
-for a site with k == 0 (or a token-mixing site with k < N) the branch is dropped and ``cache_i``
-feeds the gate directly; with k == N the branch runs as in FULL and refreshes the cache.
-Step-invariant context values (``passes/context.py``) that FULL outputs are read back, not recomputed.
-Rewritten nodes carry ``meta["toca"]`` with the site, the role and k.
+A REUSE site's branch is dropped and ``cache_i`` feeds the gate directly; a COMPUTE site runs as in
+FULL and refreshes its cache. Step-invariant context values (``context.py``) that FULL outputs are
+read back, not recomputed. Rewritten nodes carry ``meta["toca"]`` with the site and the role.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
 
-from .. import scores
+from .. import selection
 from ..config import ToCaConfig
+from ..contract import SitePolicy, StateKey, StateKind, StepMode, step_mode
+from ..lowering import drop_example_value, example_value
 from . import counters
 from .analysis import RegionAnalysis
-from .graph import example_value
+from .choices import Choices
 from .sites import Site
 from .tokens import sdpa_operands, set_token_count
-
-StateKey = tuple  # ("cache", site), ("interior", site, j), ("counter", site), ("score", layer), ("k", site),
-# ("context", j)
 
 
 @dataclass
@@ -50,9 +48,29 @@ class Variant:
     num_model_outputs: int
 
 
+def cache_dtype(config: ToCaConfig, site: Site) -> torch.dtype:
+    return config.cache_dtype or example_value(site.output).dtype
+
+
+def step_modes(sites: Sequence[Site], config: ToCaConfig, fresh: Sequence[int]) -> tuple[StepMode, ...]:
+    """What each site does at a partial step with token counts ``fresh`` (:func:`~toca_fx.contract.step_mode`).
+
+    A partial site asked for all its tokens stays PARTIAL where that is exact (no cached interior
+    values, a cache in the model's dtype), so one variant also serves the steps where its ratio
+    clamps to 1, at the cost of a gather and scatter of every token at those steps.
+    """
+
+    def partial_at_all_tokens(site: Site) -> bool:
+        return not site.interior and cache_dtype(config, site) == example_value(site.output).dtype
+
+    return tuple(
+        step_mode(site.policy, k, site.num_tokens, partial_at_all_tokens(site)) for site, k in zip(sites, fresh)
+    )
+
+
 class _Builder:
-    def __init__(self, gm: fx.GraphModule):
-        self.gm = gm
+    def __init__(self, gm: fx.GraphModule, config: ToCaConfig):
+        self.gm, self.config = gm, config
         self.graph = fx.Graph()
         self.env: dict[fx.Node, fx.Node] = {}
         outputs = self.graph.graph_copy(gm.graph, self.env)
@@ -65,7 +83,7 @@ class _Builder:
     def state(self, key: StateKey) -> fx.Node:
         if key not in self.placeholders:
             with self.graph.inserting_after(self.last_placeholder):
-                node = self.graph.placeholder("toca_" + "_".join(map(str, key)))
+                node = self.graph.placeholder(key.name)
             self.last_placeholder = node
             self.placeholders[key] = node
             self.inputs.append(key)
@@ -76,6 +94,15 @@ class _Builder:
         node.meta["toca"] = meta or {}
         return node
 
+    def cast(self, node: fx.Node, source: torch.dtype, target: torch.dtype) -> fx.Node:
+        return node if source == target else self.graph.call_method("to", (node, target))
+
+    def to_cache(self, node: fx.Node, site: Site, original: fx.Node) -> fx.Node:
+        return self.cast(node, example_value(original).dtype, cache_dtype(self.config, site))
+
+    def from_cache(self, node: fx.Node, site: Site, original: fx.Node) -> fx.Node:
+        return self.cast(node, cache_dtype(self.config, site), example_value(original).dtype)
+
     def finish(self) -> Variant:
         keys = list(self.outputs)
         self.graph.output(tuple(self.model_outputs) + tuple(self.outputs[k] for k in keys))
@@ -84,187 +111,133 @@ class _Builder:
         return Variant(module, self.inputs, keys, len(self.model_outputs))
 
 
-def _cast(builder: _Builder, node: fx.Node, source: torch.dtype, target: torch.dtype) -> fx.Node:
-    return node if source == target else builder.graph.call_method("to", (node, target))
-
-
-def _cache_dtype(config: ToCaConfig, site: Site) -> torch.dtype:
-    return config.cache_dtype or example_value(site.output).dtype
-
-
-def _emit_cache(builder: _Builder, config: ToCaConfig, index: int, site: Site) -> None:
+def _emit_cache(builder: _Builder, index: int, site: Site) -> None:
     """Expose a freshly computed site output (and interior values) as the new cache."""
     y = builder.env[site.output]
-    model_dtype = example_value(site.output).dtype
     with builder.graph.inserting_after(y):
-        builder.outputs[("cache", index)] = _cast(builder, y, model_dtype, _cache_dtype(config, site))
+        builder.outputs[StateKey(StateKind.CACHE, index)] = builder.to_cache(y, site, site.output)
     for j, node in enumerate(site.interior):
-        model_dtype = example_value(node).dtype
-        builder.outputs[("interior", index, j)] = _cast(
-            builder, builder.env[node], model_dtype, _cache_dtype(config, site)
-        )
+        builder.outputs[StateKey(StateKind.INTERIOR, index, j)] = builder.to_cache(builder.env[node], site, node)
 
 
-def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, config: ToCaConfig) -> Variant:
+def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, choices: Choices) -> Variant:
     counters["variant:full"] += 1
-    builder = _Builder(gm)
+    builder = _Builder(gm, choices.config)
     for index, site in enumerate(analysis.sites):
-        if site.policy != "full":
-            _emit_cache(builder, config, index, site)
+        if site.policy is not SitePolicy.FULL:
+            _emit_cache(builder, index, site)
     for j, value in enumerate(analysis.context.values):
-        builder.outputs[("context", j)] = builder.env[value]
-    for layer, source in analysis.scores.items():
-        if source.attention is None:
-            continue
-        sdpa = builder.env[source.attention]
-        ops = sdpa_operands(sdpa)
-        q, k, mask, scale = ops.query, ops.key, ops.attn_mask, ops.scale
-        with builder.graph.inserting_after(sdpa):
-            if source.kind == "attention":
-                score = builder.call(
-                    scores.attention_received,
-                    q,
-                    k,
-                    mask,
-                    scale,
-                    config.attention_chunk,
-                    analysis.cfg_shared,
-                    meta={"layer": layer, "role": "score"},
-                )
-            else:
-                score = builder.call(
-                    scores.cross_attention_entropy,
-                    q,
-                    k,
-                    mask,
-                    scale,
-                    analysis.cfg_shared,
-                    meta={"layer": layer, "role": "score"},
-                )
-        builder.outputs[("score", layer)] = score
+        builder.outputs[StateKey(StateKind.CONTEXT, j)] = builder.env[value]
+    for layer, source in choices.scores.items():
+        if source.attention is not None:
+            builder.outputs[StateKey(StateKind.SCORE, layer)] = _score(builder, choices, layer, source)
     return builder.finish()
 
 
-def site_modes(
-    analysis: RegionAnalysis, fresh: tuple[int, ...], symbolic_config: ToCaConfig | None = None
-) -> tuple[str, ...]:
-    """What each site does at a partial step with token counts ``fresh``: its part of the graph's shape.
-
-    With symbolic k (``symbolic_config`` given), a partial site that refreshes all its tokens (k = N)
-    stays "partial" where that is exact: no cached interior values and a cache in the model's dtype.
-    One compiled variant then also serves the steps where the ratio clamps to 1, at the cost of a
-    gather and scatter of every token at those steps.
-    """
-
-    def lossless(site: Site) -> bool:
-        return _cache_dtype(symbolic_config, site) == example_value(site.output).dtype
-
-    def mode(site: Site, k: int) -> str:
-        all_fresh_as_partial = (
-            symbolic_config is not None and site.policy == "partial" and not site.interior and lossless(site)
-        )
-        if site.policy == "full" or (k >= site.num_tokens and not all_fresh_as_partial):
-            return "compute"
-        return "reuse" if k == 0 or site.policy == "reuse" else "partial"
-
-    return tuple(mode(s, k) for s, k in zip(analysis.sites, fresh))
+def _score(builder: _Builder, choices: Choices, layer: int, source) -> fx.Node:
+    """s1 or s2 from the block's SDPA operands, computed beside it at the full step."""
+    sdpa = builder.env[source.attention]
+    ops = sdpa_operands(sdpa)
+    meta = {"layer": layer, "role": "score"}
+    with builder.graph.inserting_after(sdpa):
+        if source.kind == "attention":
+            fn, extra = selection.attention_received, (choices.config.attention_chunk,)
+        else:
+            fn, extra = selection.cross_attention_entropy, ()
+        return builder.call(fn, ops.query, ops.key, ops.attn_mask, ops.scale, *extra, choices.cfg_shared, meta=meta)
 
 
 def build_partial(
     gm: fx.GraphModule,
     analysis: RegionAnalysis,
-    config: ToCaConfig,
-    fresh: tuple[int, ...],
-    symbolic: bool = False,
-    reuse: tuple[int, ...] = (),
+    choices: Choices,
+    modes: tuple[StepMode, ...],
+    reused_context: tuple[int, ...] = (),
 ) -> Variant:
-    """With ``symbolic``, each partial site's k is an int input ``("k", site)`` instead of a constant,
-    so one compiled variant serves every ``fresh`` with the same :func:`site_modes`. ``reuse``: the
-    context values (indices into ``analysis.context.values``) read from the last full step."""
+    """The PARTIAL variant for one tuple of step modes; each PARTIAL site's k is the int input
+    ``StateKey(TOKENS, site)``. ``reused_context``: the context values (indices into
+    ``analysis.context.values``) read from the last full step."""
     counters["variant:partial"] += 1
-    builder = _Builder(gm)
-    modes = site_modes(analysis, fresh, config if symbolic else None)
-    for index, (site, k, mode) in enumerate(zip(analysis.sites, fresh, modes)):
-        if site.policy == "full":
+    builder = _Builder(gm, choices.config)
+    for index, (site, mode) in enumerate(zip(analysis.sites, modes, strict=True)):
+        if site.policy is SitePolicy.FULL:
             continue
-        if mode == "compute":
-            _emit_cache(builder, config, index, site)
-        elif mode == "reuse":
-            _reuse(builder, config, index, site)
+        if mode is StepMode.COMPUTE:
+            _emit_cache(builder, index, site)
+        elif mode is StepMode.REUSE:
+            _reuse(builder, index, site)
         else:
-            _partial(builder, analysis, config, index, site, builder.state(("k", index)) if symbolic else k)
-    for j in reuse:
+            _partial(builder, choices, index, site)
+    for j in reused_context:
         value = builder.env[analysis.context.values[j]]
         if value.users:
-            value.replace_all_uses_with(builder.state(("context", j)))
+            value.replace_all_uses_with(builder.state(StateKey(StateKind.CONTEXT, j)))
     return builder.finish()
 
 
-def _reuse(builder: _Builder, config: ToCaConfig, index: int, site: Site) -> None:
+def _reuse(builder: _Builder, index: int, site: Site) -> None:
     y = builder.env[site.output]
-    cache = builder.state(("cache", index))
+    cache = builder.state(StateKey(StateKind.CACHE, index))
     with builder.graph.inserting_before(y.next):
-        restored = _cast(builder, cache, _cache_dtype(config, site), example_value(site.output).dtype)
-        if site.policy == "partial":  # the staleness of every token grows by one step
-            counter = builder.state(("counter", index))
-            builder.outputs[("counter", index)] = builder.call(
+        restored = builder.from_cache(cache, site, site.output)
+        if site.policy is SitePolicy.PARTIAL:  # the staleness of every token grows by one step
+            counter = builder.state(StateKey(StateKind.COUNTER, index))
+            builder.outputs[StateKey(StateKind.COUNTER, index)] = builder.call(
                 torch.add, counter, 1, meta={"site": index, "role": "counter"}
             )
     y.replace_all_uses_with(restored)
 
 
-def _partial(
-    builder: _Builder, analysis: RegionAnalysis, config: ToCaConfig, index: int, site: Site, k: int | fx.Node
-) -> None:
-    graph, env, flow = builder.graph, builder.env, site.flow
+def _partial(builder: _Builder, choices: Choices, index: int, site: Site) -> None:
+    graph, env, flow, config = builder.graph, builder.env, site.flow, choices.config
     y = env[site.output]
-    meta = {"site": index, "k": k if isinstance(k, int) else None}
-    cache = builder.state(("cache", index))
-    counter = builder.state(("counter", index))
-    source = analysis.scores[site.layer]
+    meta = {"site": index}
+    k = builder.state(StateKey(StateKind.TOKENS, index))
+    cache = builder.state(StateKey(StateKind.CACHE, index))
+    counter = builder.state(StateKey(StateKind.COUNTER, index))
+    source = choices.scores[site.layer]
     with graph.inserting_before(y.next):
         score = (
-            builder.state(("score", site.layer))
+            builder.state(StateKey(StateKind.SCORE, site.layer))
             if source.attention is not None
-            else builder.call(scores.random_score, env[site.stream], meta=meta | {"role": "score"})
+            else builder.call(selection.random_score, env[site.stream], meta=meta | {"role": "score"})
         )
         idx = builder.call(
-            scores.select_fresh,
+            selection.select_fresh,
             score,
             counter,
             k,
             cache_weight=config.cache_weight,
             interval=config.interval,
-            grid=analysis.grids.get(index),
+            grid=choices.grids.get(index),
             spatial_grid=config.spatial_grid,
             spatial_weight=config.spatial_weight,
-            cfg_shared=analysis.cfg_shared,
+            cfg_shared=choices.cfg_shared,
             meta=meta | {"role": "select"},
         )
-        fresh = {
-            site.stream: builder.call(scores.gather_tokens, env[site.stream], idx, 1, meta=meta | {"role": "gather"})
-        }
+        gather = meta | {"role": "gather"}
+        fresh = {site.stream: builder.call(selection.gather_tokens, env[site.stream], idx, 1, meta=gather)}
         for j, node in enumerate(site.interior):
-            rows = builder.state(("interior", index, j))
-            gathered = builder.call(scores.gather_tokens, rows, idx, flow.dims[node], meta=meta | {"role": "gather"})
-            fresh[node] = _cast(builder, gathered, _cache_dtype(config, site), example_value(node).dtype)
+            rows = builder.state(StateKey(StateKind.INTERIOR, index, j))
+            gathered = builder.call(selection.gather_tokens, rows, idx, flow.dims[node], meta=gather)
+            fresh[node] = builder.from_cache(gathered, site, node)
         for node in site.fresh_nodes():
             copy = graph.node_copy(node, lambda a: fresh.get(a, env.get(a)))
             copy.meta = {**node.meta, "toca": meta | {"role": "fresh"}}
-            copy.meta.pop("example_value", None)
+            drop_example_value(copy)
             set_token_count(copy, flow.token_args.get(node, ()), k)
             fresh[node] = copy
         new_cache = builder.call(
-            scores.scatter_tokens,
+            selection.scatter_tokens,
             cache,
             idx,
             fresh[site.output],
             flow.dims[site.output],
             meta=meta | {"role": "scatter"},
         )
-        restored = _cast(builder, new_cache, _cache_dtype(config, site), example_value(site.output).dtype)
-        builder.outputs[("counter", index)] = builder.call(
-            scores.update_counter, counter, idx, meta=meta | {"role": "counter"}
+        restored = builder.from_cache(new_cache, site, site.output)
+        builder.outputs[StateKey(StateKind.COUNTER, index)] = builder.call(
+            selection.update_counter, counter, idx, meta=meta | {"role": "counter"}
         )
     y.replace_all_uses_with(restored)
-    builder.outputs[("cache", index)] = new_cache
+    builder.outputs[StateKey(StateKind.CACHE, index)] = new_cache

@@ -39,20 +39,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx as fx
 
+from ..contract import SitePolicy
+from ..lowering import example_value
 from . import counters
-from .graph import Ancestry, example_value, module_path
+from .graph import Ancestry, module_path
+from .ops import MATMUL, SDPA, WEIGHTED_OPS
 from .prove import prove_at_token_count
-from .tokens import (
-    MATMUL,
-    SDPA,
-    WEIGHTED_OPS,
-    TokenFlow,
-    Unprovable,
-    cast_source,
-    sdpa_operands,
-    trace_tokens,
-    value_args,
-)
+from .tokens import TokenFlow, Unprovable, cast_source, sdpa_operands, trace_tokens, value_args
 
 _ADDS = {operator.add, torch.add, operator.iadd}
 _PEELABLE = {operator.mul, torch.mul, operator.truediv, torch.div, operator.add, torch.add}
@@ -64,7 +57,7 @@ class Site:
 
     block: str
     kind: str
-    policy: str
+    policy: SitePolicy
     reason: str
     stream: fx.Node
     output: fx.Node
@@ -139,7 +132,7 @@ def _classify(site: Site) -> None:
             tainted.add(node)
     if site.output not in tainted:
         cross = any(sdpa_operands(n).key not in flow.dims for n in attention)
-        site.kind, site.policy = ("cross_attention" if cross else "mlp"), "partial"
+        site.kind, site.policy = ("cross_attention" if cross else "mlp"), SitePolicy.PARTIAL
         return
     # Interior caches: mixing results that meet token-local work before the output.
     joins = [
@@ -148,10 +141,10 @@ def _classify(site: Site) -> None:
         if n in tainted and n not in flow.mixing and any(a in flow.dims and a not in tainted for a in value_args(n))
     ]
     if not joins:
-        site.kind, site.policy = _reused_kind(site), "reuse"
+        site.kind, site.policy = _reused_kind(site), SitePolicy.REUSE
         site.reason = "token-mixing op feeds the output: reused whole at partial steps"
         return
-    site.kind, site.policy = "mixed", "partial"
+    site.kind, site.policy = "mixed", SitePolicy.PARTIAL
     site.interior = list(dict.fromkeys(a for n in joins for a in value_args(n) if a in tainted))
     if any(n in flow.extra_rows for n in site.interior):
         raise Unprovable("a token-mixing result joined with token-local work still carries another stream's rows")
@@ -168,7 +161,7 @@ def _reused_kind(site: Site) -> str:
 
 
 def _prove(site: Site) -> None:
-    if site.policy != "partial":
+    if site.policy is not SitePolicy.PARTIAL:
         return
     for node in site.fresh_nodes():
         if node in site.flow.token_indexed:
@@ -195,7 +188,7 @@ def _settle_shared_nodes(sites: list[Site], outside: list[list[tuple[fx.Node, fx
     demoted: set[int] = set()  # reused for a longer partner: the partner may stay partial
 
     def stray(index: int, site: Site) -> list[tuple[fx.Node, fx.Node]]:
-        allowed = ("reuse", "partial") if index in demoted else ("reuse",)
+        allowed = (SitePolicy.REUSE, SitePolicy.PARTIAL) if index in demoted else (SitePolicy.REUSE,)
         return [(n, u) for n, u in outside[index] if owner.get(u) is None or owner[u].policy not in allowed]
 
     def key(site: Site) -> tuple[int, int]:
@@ -206,25 +199,27 @@ def _settle_shared_nodes(sites: list[Site], outside: list[list[tuple[fx.Node, fx
         settled = True
         for index, site in enumerate(sites):
             others = [owner.get(u) for _, u in stray(index, site)]
-            if site.policy != "partial" or not others or None in others:
+            if site.policy is not SitePolicy.PARTIAL or not others or None in others:
                 continue
-            if all(o.policy == "partial" and key(o) > key(site) for o in others):
+            if all(o.policy is SitePolicy.PARTIAL and key(o) > key(site) for o in others):
                 longer = max(others, key=key)
-                site.policy = "reuse"
+                site.policy = SitePolicy.REUSE
                 demoted.add(index)
                 site.reason = f"shares its token-local core with {longer.name}: reused whole at partial steps"
                 settled = False
         for index, site in enumerate(sites):
-            left = stray(index, site) if site.policy != "full" else []
-            if left and (site.policy == "reuse" or any(owner.get(u) is None for _, u in left)):
-                node, user = left[0]
-                site.policy, site.reason = "full", f"{node.name} is also used outside the branch by {user.name}"
+            left = stray(index, site) if site.policy is not SitePolicy.FULL else []
+            if left and (site.policy is SitePolicy.REUSE or any(owner.get(u) is None for _, u in left)):
+                _recompute_fully(site, *left[0])
                 settled = False
     for index, site in enumerate(sites):  # partial sites whose partner stayed partial
-        left = stray(index, site) if site.policy != "full" else []
+        left = stray(index, site) if site.policy is not SitePolicy.FULL else []
         if left:
-            node, user = left[0]
-            site.policy, site.reason = "full", f"{node.name} is also used outside the branch by {user.name}"
+            _recompute_fully(site, *left[0])
+
+
+def _recompute_fully(site: Site, node: fx.Node, user: fx.Node) -> None:
+    site.policy, site.reason = SitePolicy.FULL, f"{node.name} is also used outside the branch by {user.name}"
 
 
 def find_sites(graph: fx.Graph) -> list[Site]:
@@ -245,7 +240,7 @@ def find_sites(graph: fx.Graph) -> list[Site]:
         site = Site(
             block=module_path(node),
             kind="mlp",
-            policy="partial",
+            policy=SitePolicy.PARTIAL,
             reason="",
             stream=stream,
             output=output,
@@ -256,7 +251,7 @@ def find_sites(graph: fx.Graph) -> list[Site]:
             _classify(site)
             _prove(site)
         except Unprovable as exc:
-            site.policy, site.reason = "full", str(exc)
+            site.policy, site.reason = SitePolicy.FULL, str(exc)
             site.kind = "self_attention" if any(n.target in SDPA for n in site.nodes) else "mlp"
         sites.append(site)
         outside.append(_outside_uses(site, tail))

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 
-from .graph import example_value, is_method, tensor_args
+from ..lowering import example_value
+from .graph import tensor_args
+from .ops import CAST_METHODS, DTYPE_ONLY_METHODS, MULTI_OUTPUT_RULES, SHAPE_ARG_METHODS, is_method, op_name, rule_for
 
 
 class Unprovable(Exception):
@@ -53,103 +54,6 @@ class TokenFlow:
     token_indexed: dict[fx.Node, str]
     joined: frozenset[fx.Node]  # cats along the token axis that join another stream's tokens (joint attention)
     extra_rows: dict[fx.Node, int]  # values that carry another stream's rows besides the stream's N
-
-
-_POINTWISE_FUNCTIONS = {
-    operator.add,
-    operator.sub,
-    operator.mul,
-    operator.truediv,
-    operator.neg,
-    operator.pow,
-    torch.add,
-    torch.sub,
-    torch.mul,
-    torch.div,
-    torch.neg,
-    torch.pow,
-    torch.exp,
-    torch.tanh,
-    torch.sigmoid,
-    torch.sqrt,
-    torch.rsqrt,
-    torch.square,
-    torch.abs,
-    torch.sin,
-    torch.cos,
-    torch.clamp,
-    torch.where,
-    torch.erf,
-    torch.log,
-    torch.reciprocal,
-    F.gelu,
-    F.silu,
-    F.relu,
-    F.mish,
-    F.dropout,
-    F.sigmoid,
-    F.tanh,
-    F.leaky_relu,
-    F.elu,
-    F.softplus,
-    torch.nn.functional.hardswish,
-}
-_POINTWISE_METHODS = {
-    "add",
-    "sub",
-    "mul",
-    "div",
-    "truediv",
-    "pow",
-    "neg",
-    "exp",
-    "tanh",
-    "sigmoid",
-    "sqrt",
-    "rsqrt",
-    "square",
-    "abs",
-    "clamp",
-    "float",
-    "half",
-    "bfloat16",
-    "to",
-    "type_as",
-    "contiguous",
-    "clone",
-    "detach",
-    "sin",
-    "cos",
-    "reciprocal",
-    "relu",
-    "__add__",
-    "__mul__",
-    "__sub__",
-    "__truediv__",
-    "__radd__",
-    "__rmul__",
-}
-# Methods whose extra tensor argument only gives a dtype or device, never values.
-_DTYPE_ONLY_METHODS = {"to", "type_as"}
-_RESHAPE_METHODS = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
-_RESHAPE_FUNCTIONS = {torch.reshape, torch.flatten, torch.unflatten, torch.squeeze, torch.unsqueeze}
-_SHAPE_ARG_METHODS = {"view", "reshape", "expand"}
-_REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "std", "norm", "logsumexp"}
-_SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, F.normalize}
-SDPA = (F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention)
-MATMUL = {torch.matmul, operator.matmul, torch.bmm}
-WEIGHTED_OPS = {
-    F.linear,
-    torch.matmul,
-    operator.matmul,
-    torch.bmm,
-    torch.einsum,
-    F.conv1d,
-    F.conv2d,
-    F.conv3d,
-    torch.addmm,
-    *SDPA,
-}
 
 
 @dataclass(frozen=True)
@@ -176,10 +80,6 @@ def sdpa_operands(node: fx.Node) -> SDPAOperands:
         bound.get("is_causal", False),
         bound.get("enable_gqa", False),
     )
-
-
-def op_name(node: fx.Node) -> str:
-    return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
 
 
 def _norm_dim(dim: int, ndim: int) -> int:
@@ -228,14 +128,14 @@ def _getitem_dim(index, dim, ndim) -> tuple[int, object]:
 
 def value_args(node: fx.Node) -> list[fx.Node]:
     """Inputs whose values (not only dtype) reach the output: ``x.type_as(y)`` reads only ``x``."""
-    if is_method(node, *_DTYPE_ONLY_METHODS) and isinstance(node.args[0], fx.Node):
+    if is_method(node, *DTYPE_ONLY_METHODS) and isinstance(node.args[0], fx.Node):
         return [node.args[0]]
     return tensor_args(node)
 
 
 def cast_source(node) -> fx.Node | None:
     """``x`` for a dtype cast ``x.float()``/``x.to(dtype)``/``x.type_as(y)`` that keeps the shape, else None."""
-    if not isinstance(node, fx.Node) or not is_method(node, "float", "half", "bfloat16", *_DTYPE_ONLY_METHODS):
+    if not isinstance(node, fx.Node) or not is_method(node, *CAST_METHODS):
         return None
     source = node.args[0]
     return source if _shape(source) == _shape(node) else None
@@ -304,69 +204,66 @@ class _Tracer:
             self.token_indexed.setdefault(node, f"{op_name(node)} works on a slice of the tokens")
 
     def output_dim(self, node, ins) -> int:
-        target, name = node.target, op_name(node)
-        out_shape = _shape(node)
+        """The token axis of ``node``'s output, by the op table's rule (``ops.py``)."""
         x = node.args[0] if node.args else None
-        if target is operator.getitem and not isinstance(example_value(x), torch.Tensor):
-            if x in self.split_windows:  # a piece of a split along the token axis
-                self.windows[node] = self.split_windows[x][node.args[1]]
-            if x in self.split_extended:
-                if node.args[1] != self.split_extended[x]:
-                    raise _Opaque("a piece of the token axis holding other rows")
-                self.unextended.add(node)
-            return self.dims[x]  # element of a chunk/split tuple: same token axis
-        if out_shape is None and not (
-            is_method(node, "chunk", "split", "unbind") or target in (torch.chunk, torch.split)
-        ):
-            raise Unprovable(f"{name} returns a non-tensor from the stream")
-        if target in SDPA:
-            return self.sdpa(node)
-        if target in MATMUL:
-            return self.matmul(node, ins)
-        if target is F.linear:
-            return self.channel_op(node, x, 1)
-        if target in (F.layer_norm, F.rms_norm, torch.layer_norm, torch.rms_norm):
-            return self.channel_op(node, x, len(node.args[1]))
-        if target in _SOFTMAX or is_method(node, "softmax", "log_softmax"):
-            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
-            return self.along(node, x, dim, mixes=True)
-        if is_method(node, *_REDUCTIONS) or target in (torch.sum, torch.mean, torch.amax, torch.var, torch.norm):
-            return self.reduction(node, x)
-        if is_method(node, "chunk", "split") or target in (torch.chunk, torch.split):
-            dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
-            if _norm_dim(dim, example_value(x).dim()) == self.dims[x]:
-                return self.split_along_tokens(node, x)
-            return self.dims[x]
-        if is_method(node, "unbind"):
-            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-            return self.along(node, x, dim, mixes=False)
-        if target is operator.getitem:
-            dim, token_index = _getitem_dim(node.args[1], self.dims[x], example_value(x).dim())
-            if token_index != slice(None):
-                self.slice_window(node, x, token_index)
-            return dim
-        if target in (torch.cat, torch.stack):
-            return self.concat(node)
-        if is_method(node, "transpose", "swapaxes") or target is torch.transpose:
-            return self.transpose(node, x)
-        if is_method(node, "permute") or target is torch.permute:
-            perm = node.args[1] if isinstance(node.args[1], (tuple, list)) else node.args[1:]
-            return list(_norm_dim(p, len(perm)) for p in perm).index(self.dims[x])
-        if target in _RESHAPE_FUNCTIONS or is_method(node, *_RESHAPE_METHODS) or is_method(node, "expand"):
-            return self.reshape(node, x, out_shape)
-        if is_method(node, *_DTYPE_ONLY_METHODS):
-            return self.dims[x]
-        if target in _POINTWISE_FUNCTIONS or is_method(node, *_POINTWISE_METHODS):
-            return self.pointwise(node, ins, out_shape)
-        if target in (F.pad, torch._C._nn.pad):
-            return self.pad(node, x)
-        if is_method(node, "repeat", "repeat_interleave") or target is torch.repeat_interleave:
-            return self.repeat(node, x, out_shape)
-        if target in (torch.view_as_complex, torch.view_as_real):
-            return self.channel_op(node, x, 1) if target is torch.view_as_complex else self.dims[x]
-        raise Unprovable(f"unknown op {name!r} on the stream")
+        if node.target is operator.getitem and not isinstance(example_value(x), torch.Tensor):
+            return self.tuple_element(node, x)
+        rule = rule_for(node)
+        if _shape(node) is None and rule not in MULTI_OUTPUT_RULES:
+            raise Unprovable(f"{op_name(node)} returns a non-tensor from the stream")
+        if rule is None:
+            raise Unprovable(f"unknown op {op_name(node)!r} on the stream")
+        return getattr(self, f"rule_{rule}")(node, x, ins)
 
-    def pointwise(self, node, ins, out_shape) -> int:
+    def tuple_element(self, node, x) -> int:
+        """An element of a chunk/split/unbind tuple: the same token axis."""
+        if x in self.split_windows:  # a piece of a split along the token axis
+            self.windows[node] = self.split_windows[x][node.args[1]]
+        if x in self.split_extended:
+            if node.args[1] != self.split_extended[x]:
+                raise _Opaque("a piece of the token axis holding other rows")
+            self.unextended.add(node)
+        return self.dims[x]
+
+    # -- rules (see ops.FUNCTION_RULES and ops.METHOD_RULES) --------------------------------------
+    def rule_keep(self, node, x, ins) -> int:
+        return self.dims[x]
+
+    def rule_linear(self, node, x, ins) -> int:
+        return self.channel_op(node, x, 1)
+
+    def rule_norm(self, node, x, ins) -> int:
+        return self.channel_op(node, x, len(node.args[1]))
+
+    def rule_view_as_complex(self, node, x, ins) -> int:
+        return self.channel_op(node, x, 1)
+
+    def rule_softmax(self, node, x, ins) -> int:
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        return self.along(node, x, dim, mixes=True)
+
+    def rule_unbind(self, node, x, ins) -> int:
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        return self.along(node, x, dim, mixes=False)
+
+    def rule_split(self, node, x, ins) -> int:
+        dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
+        if _norm_dim(dim, example_value(x).dim()) == self.dims[x]:
+            return self.split_along_tokens(node, x)
+        return self.dims[x]
+
+    def rule_getitem(self, node, x, ins) -> int:
+        dim, token_index = _getitem_dim(node.args[1], self.dims[x], example_value(x).dim())
+        if token_index != slice(None):
+            self.slice_window(node, x, token_index)
+        return dim
+
+    def rule_permute(self, node, x, ins) -> int:
+        perm = node.args[1] if isinstance(node.args[1], (tuple, list)) else node.args[1:]
+        return list(_norm_dim(p, len(perm)) for p in perm).index(self.dims[x])
+
+    def rule_pointwise(self, node, x, ins) -> int:
+        out_shape = _shape(node)
         dims = {self.dims[a] + len(out_shape) - example_value(a).dim() for a in ins}
         if len(dims) != 1:
             raise Unprovable(f"{op_name(node)} combines stream values with different token axes")
@@ -426,7 +323,7 @@ class _Tracer:
         self.split_windows[node] = [(a, a + n) for a, n in zip(starts, size)]
         return self.dims[x]
 
-    def pad(self, node, x) -> int:
+    def rule_pad(self, node, x, ins) -> int:
         pads = node.kwargs.get("pad", node.args[1] if len(node.args) > 1 else ())
         from_last = example_value(x).dim() - 1 - self.dims[x]
         if any(isinstance(p, fx.Node) for p in pads):
@@ -435,7 +332,8 @@ class _Tracer:
             raise _Opaque("pad along the token axis")
         return self.dims[x]
 
-    def repeat(self, node, x, out_shape) -> int:
+    def rule_repeat(self, node, x, ins) -> int:
+        out_shape = _shape(node)
         """Repeats along other axes keep tokens apart; along the token axis they make copies of rows."""
         dim = self.dims[x] + len(out_shape) - example_value(x).dim()
         if out_shape[dim] != self.num_tokens:
@@ -456,7 +354,7 @@ class _Tracer:
             self.mixing.add(node)
         return token
 
-    def reduction(self, node, x) -> int:
+    def rule_reduction(self, node, x, ins) -> int:
         token, ndim = self.dims[x], example_value(x).dim()
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         dims = (
@@ -470,7 +368,7 @@ class _Tracer:
         keepdim = node.kwargs.get("keepdim", False)
         return token if keepdim else token - sum(1 for d in dims if d < token)
 
-    def concat(self, node) -> int:
+    def rule_concat(self, node, x, ins) -> int:
         tensors = node.args[0]
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
         stream = [t for t in tensors if t in self.dims]
@@ -498,18 +396,19 @@ class _Tracer:
             self.token_indexed[node] = "cat with a side input indexed by token"
         return token + (node.target is torch.stack and dim <= token)
 
-    def transpose(self, node, x) -> int:
+    def rule_transpose(self, node, x, ins) -> int:
         ndim, token = example_value(x).dim(), self.dims[x]
         a, b = (_norm_dim(d, ndim) for d in node.args[1:3])
         return b if token == a else a if token == b else token
 
-    def reshape(self, node, x, out_shape) -> int:
+    def rule_reshape(self, node, x, ins) -> int:
+        out_shape = _shape(node)
         in_shape = _shape(x)
         if is_method(node, "expand"):
             dim = self.dims[x] + len(out_shape) - len(in_shape)
         else:
             dim = _reshape_dim(in_shape, self.dims[x], out_shape)
-        if is_method(node, *_SHAPE_ARG_METHODS) or node.target is torch.reshape:
+        if is_method(node, *SHAPE_ARG_METHODS) or node.target is torch.reshape:
             self.record_shape_arg(node, dim)
         return dim
 
@@ -532,7 +431,7 @@ class _Tracer:
         if flat[dim] == self.num_tokens:
             self.token_args[node] = (dim,)
 
-    def sdpa(self, node) -> int:
+    def rule_sdpa(self, node, x, ins) -> int:
         ops = sdpa_operands(node)
         q, k, v, mask = ops.query, ops.key, ops.value, ops.attn_mask
         if ops.is_causal or ops.enable_gqa:
@@ -549,7 +448,7 @@ class _Tracer:
                 raise Unprovable("SDPA mask indexed by query token")
         return self.dims[q]
 
-    def matmul(self, node, ins) -> int:
+    def rule_matmul(self, node, x, ins) -> int:
         a, b = node.args[:2]
         out_ndim = example_value(node).dim()
         if len(ins) == 2:

@@ -4,7 +4,7 @@ The benchmark cuts PixArt-α XL/2 (28 layers) to 2 layers to fit 2 CPU cores. Th
 the FLOPs-ideal speedup: the schedule's prediction from per-site FLOPs (fake tensors; one traced call per
 depth runs the model eagerly once).
 
-    python examples/ideal_by_depth.py [preset] [layers ...]
+    python -m benchmarks.ideal_by_depth [preset] [layers ...]
 """
 
 import sys
@@ -12,13 +12,14 @@ import sys
 import torch
 
 import toca_fx
+from examples.pixart_speedup import PixArtShape, build_model
 from toca_fx import ToCaConfig
-from benchmarks.realistic import PixArtShape, build_model
+from toca_fx.lowering import reset_dynamo
 
 
 def ideal(preset: str, layers: int) -> float:
     shape = PixArtShape(layers=layers)
-    torch._dynamo.reset()
+    reset_dynamo()
     toca = toca_fx.ToCa(ToCaConfig.preset(preset, num_steps=shape.steps, compiler="eager"))
     model = torch.compile(build_model(shape), backend=toca, dynamic=False)
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""Token scores and selection for ToCa partial steps.
+"""Token selection for ToCa partial steps: scores (s1, s2, random), top-k selection with the staleness
+(s3) and spatial (s4) terms, and the gather and scatter of fresh tokens.
 
 Every function here is inserted as a ``call_function`` node into FX graphs
 that Inductor compiles, so all of them are pure tensor code: no host syncs,

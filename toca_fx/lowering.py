@@ -1,0 +1,193 @@
+"""Lowering, and every private torch API toca_fx relies on, each behind one small named function.
+
+A variant (an FX graph with the model's inputs plus state inputs, and each partial site's token
+count k as an int input) goes to an inner compiler::
+
+    inner_compiler("inductor")(variant_gm, example_inputs) -> GuardedCode(fn, guards on the ints k)
+
+Everything here was checked on torch 2.13.0 (the version ``pyproject.toml`` admits). A torch
+upgrade is checked here first: each function names the private API it wraps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+
+Compiler = Callable[[fx.GraphModule, list], Callable]
+
+# Op identities Dynamo writes into graphs. torch 2.13: diffusers' attention dispatcher and
+# F.scaled_dot_product_attention both trace to the torch._C._nn entry; F.pad to torch._C._nn.pad.
+SDPA_FUNCTIONS = (F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention)
+PAD_FUNCTIONS = (F.pad, torch._C._nn.pad)
+# The kernel CPU SDPA dispatches to (torch 2.13), which FlopCounterMode has no formula for.
+CPU_ATTENTION_KERNEL = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+def example_value(node):
+    """The value Dynamo recorded for a node (``meta["example_value"]``, torch 2.13) or a fake-tensor
+    pass did (``meta["val"]``); None for anything else."""
+    if not isinstance(node, fx.Node):
+        return None
+    return node.meta.get("example_value", node.meta.get("val"))
+
+
+def drop_example_value(node: fx.Node) -> None:
+    """Forget Dynamo's recorded value of a copied node whose shapes the rewrite changed."""
+    node.meta.pop("example_value", None)
+
+
+def fake_mode() -> torch._subclasses.FakeTensorMode:
+    """A fake-tensor mode for shape propagation and FLOP counting (``torch._subclasses``, torch 2.13)."""
+    return torch._subclasses.FakeTensorMode(allow_non_fake_inputs=True)
+
+
+def register_backend(backend: Callable, name: str) -> None:
+    """Make ``torch.compile(backend=name)`` find ``backend`` (``torch._dynamo.register_backend``)."""
+    torch._dynamo.register_backend(backend, name=name)
+
+
+def compiled_module_on_stack() -> torch.nn.Module | None:
+    """The compiled module whose call runs the caller: a ``torch.compile`` wrapper
+    (``torch._dynamo.eval_frame.OptimizedModule``) or a module compiled in place with
+    ``Module.compile`` (which sets ``_compiled_call_impl``), found by walking up the stack
+    (``sys._getframe``)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, torch._dynamo.eval_frame.OptimizedModule) or (
+            isinstance(owner, torch.nn.Module) and getattr(owner, "_compiled_call_impl", None) is not None
+        ):
+            return owner
+        frame = frame.f_back
+    return None
+
+
+def in_place_compile(module: torch.nn.Module):
+    """What ``Module.compile`` stored on ``module`` (``_compiled_call_impl``), None if not compiled in place."""
+    return module._compiled_call_impl
+
+
+def restore_in_place_compile(module: torch.nn.Module, compiled) -> None:
+    module._compiled_call_impl = compiled
+
+
+def reset_dynamo() -> None:
+    """Drop every compiled frame and guard (``torch._dynamo.reset``), and Dynamo's counters."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+
+
+def fresh_inductor_cache() -> contextlib.AbstractContextManager:
+    """Compile in an empty Inductor cache, so that compile times are cold (``torch._inductor.utils``)."""
+    from torch._inductor.utils import fresh_cache
+
+    return fresh_cache()
+
+
+def dynamo_graph_count() -> int:
+    """Graphs Dynamo has compiled since the last reset (``torch._dynamo.utils.counters``)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def recompile_limit(limit: int) -> contextlib.AbstractContextManager:
+    """Let Dynamo recompile one frame ``limit`` times (``torch._dynamo.config``)."""
+    return torch._dynamo.config.patch(recompile_limit=limit, accumulated_recompile_limit=8 * limit)
+
+
+# -- inner compilers ------------------------------------------------------------------------------
+def inner_compiler(name: str) -> Compiler:
+    """The compiler that turns each variant into code: "inductor", "aot_eager" or "eager".
+
+    Each takes the token counts k of a PARTIAL variant as int inputs, so one compiled variant
+    serves every step's k, under the guards of :class:`GuardedCode`.
+    """
+    return {"eager": _eager, "aot_eager": _aot_eager, "inductor": _inductor}[name]
+
+
+def _eager(gm: fx.GraphModule, example_inputs: list) -> Callable:
+    return gm.forward
+
+
+def _inductor(gm: fx.GraphModule, example_inputs: list) -> Callable:
+    from torch._inductor.compile_fx import compile_fx
+
+    return _compile_outside_dynamo(compile_fx, gm, example_inputs)
+
+
+def _aot_eager(gm: fx.GraphModule, example_inputs: list) -> Callable:
+    return _compile_outside_dynamo(torch._dynamo.lookup_backend("aot_eager"), gm, example_inputs)
+
+
+def _compile_outside_dynamo(backend: Callable, gm: fx.GraphModule, example_inputs: list) -> Callable:
+    """``backend`` on static tensor shapes, with int inputs (token counts) symbolic.
+
+    Variants are compiled at run time, outside Dynamo: give them a tracing context with a shape
+    env as Dynamo would (``torch._guards.TracingContext``; without one Inductor bypasses its FX
+    graph cache), and fakify the inputs ourselves, or aot_autograd would make every tensor
+    dimension dynamic.
+    """
+    from torch._dynamo.source import ConstantSource
+    from torch._guards import TracingContext, tracing
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    if TracingContext.try_get() is not None:  # called from Dynamo itself (an uncached fallback)
+        return backend(gm, example_inputs)
+    shape_env = ShapeEnv(duck_shape=False)  # two token counts equal now may differ later
+    mode = torch._subclasses.FakeTensorMode(shape_env=shape_env)
+
+    def fakify(index: int, value):
+        if isinstance(value, torch.Tensor):
+            return mode.from_tensor(value, static_shapes=True)
+        if isinstance(value, int) and not isinstance(value, bool):
+            source = ConstantSource(f"toca_int_{index}")
+            return shape_env.create_symintnode(shape_env.create_symbol(value, source), hint=value, source=source)
+        return value
+
+    fakes = [fakify(i, v) for i, v in enumerate(example_inputs)]
+    with tracing(TracingContext(mode)):
+        code = backend(gm, fakes)
+    return GuardedCode(code, shape_env, fakes)
+
+
+class GuardedCode:
+    """Compiled code with the conditions on its int inputs under which it is valid.
+
+    Inductor may specialise on a symbolic int while compiling (k == 1, k <= N, ...). The runtime
+    asks :func:`accepts` once per new set of ints and compiles anew where the guards fail
+    (``ShapeEnv.produce_guards_expression``/``evaluate_guards_expression``).
+    """
+
+    def __init__(self, code: Callable, shape_env, fakes: list):
+        self.code = code
+        self.guards = shape_env.produce_guards_expression(fakes)
+        self.shape_env = shape_env
+
+    def accepts(self, args) -> bool:
+        return self.guards is None or bool(self.shape_env.evaluate_guards_expression(self.guards, list(args)))
+
+    def __call__(self, *args):
+        return self.code(*args)
+
+
+def accepts(code: Callable, args: list) -> bool:
+    """Whether compiled code accepts these inputs (code without guards, e.g. a user's inner compiler, accepts all)."""
+    return not isinstance(code, GuardedCode) or code.accepts(args)
+
+
+def has_symbolic_shapes(gm: fx.GraphModule, example_inputs) -> bool:
+    """Whether Dynamo traced this graph with symbolic sizes (``dynamic=None`` after a shape change)."""
+    values = [*example_inputs, *(example_value(n) for n in gm.graph.nodes if n.op == "placeholder")]
+    return any(
+        isinstance(v, torch.SymInt) or (isinstance(v, torch.Tensor) and not all(isinstance(s, int) for s in v.shape))
+        for v in values
+    )
