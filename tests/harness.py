@@ -30,6 +30,15 @@ __all__ = [
 ]
 
 
+def slot_states(toca) -> list:
+    """Every call slot's state the backend holds now, over its live generations."""
+    return [state for generation in list(toca.clock.live) for state in generation.states.values()]
+
+
+def held_bytes(toca) -> int:
+    return sum(sum(region.held_bytes().values()) for region in toca.regions)
+
+
 class Recorder:
     """Inner compiler that runs each variant eagerly and keeps every node value of the last call."""
 

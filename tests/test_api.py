@@ -5,7 +5,7 @@ import torch
 
 import toca_fx
 
-from harness import RECOMPUTE_ALL, compile_toca, pixart_case, sample, timesteps
+from harness import RECOMPUTE_ALL, compile_toca, held_bytes, pixart_case, sample, timesteps
 
 
 def run_compiled(case, backend, steps=4, **compile_kwargs):
@@ -83,7 +83,7 @@ def test_unknown_step_count_is_learned_from_the_first_generation():
     first = sample(case, model, 6)  # steps unknown: every step full, so exact
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(first, reference))
     sample(case, model, 6)
-    assert toca.clock.horizon == 6 and toca.stats["partial_steps"] > 0
+    assert toca.num_steps == 6 and toca.stats["partial_steps"] > 0
 
 
 def test_two_calls_per_step_keep_separate_caches():
@@ -113,10 +113,8 @@ def test_shape_change_mid_generation_never_reads_a_stale_cache():
     assert toca.stats["regions"] == 2
 
 
-def test_no_host_sync_in_the_step_path_except_the_timestep_read(monkeypatch):
-    case = pixart_case()
-    toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
-    sample(case, model, 6)  # compile every variant first
+def host_reads(monkeypatch, run) -> list[str]:
+    """The tensor-to-host conversions ``run()`` makes."""
     calls = []
     for name in ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__"):
         original = getattr(torch.Tensor, name)
@@ -126,10 +124,36 @@ def test_no_host_sync_in_the_step_path_except_the_timestep_read(monkeypatch):
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
-    sample(case, model, 6)
-    monkeypatch.undo()
+    try:
+        run()
+    finally:
+        monkeypatch.undo()
+    return calls
+
+
+def test_no_host_sync_in_the_step_path_except_the_timestep_read(monkeypatch):
+    case = pixart_case()
+    toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
+    sample(case, model, 6)  # compile every variant first
+    calls = host_reads(monkeypatch, lambda: sample(case, model, 6))
     assert toca.stats["partial_steps"] >= 8
-    assert calls == ["__float__"] * 6  # one timestep read per step
+    assert calls == ["tolist"] * 6  # one timestep read per step
+
+
+def test_steps_counted_by_the_loop_read_nothing_on_the_host(monkeypatch):
+    """A loop that counts its own steps (as ``enable`` does through the scheduler) never reads the timestep."""
+    case = pixart_case()
+    toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
+
+    def generation():
+        with torch.no_grad(), toca.generation(manual_steps=True) as steps:
+            for t in timesteps(6, case.batch):
+                case.call(model, case.latents(0), t)
+                steps.advance()
+
+    generation()  # compile every variant first
+    assert host_reads(monkeypatch, generation) == []
+    assert toca.stats["partial_steps"] == 8
 
 
 def test_aot_eager_inner_compiler_matches_eager():
@@ -164,7 +188,7 @@ def test_cache_dtype_halves_cache_bytes_and_stays_close():
     for dtype in (None, torch.bfloat16):
         toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6, cache_dtype=dtype)
         runs[dtype] = sample(case, model, 6)
-        held[dtype] = sum(sum(r.states.held_bytes().values()) for r in toca.regions)
+        held[dtype] = held_bytes(toca)
     assert held[torch.bfloat16] * 2 == held[None]
     error = max(((a - b).norm() / b.norm()).item() for a, b in zip(runs[torch.bfloat16], runs[None]))
     assert 0 < error < 2e-2

@@ -7,10 +7,10 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 import torch
 from tiny_pipelines import save_with_labels, tiny_dit_pipeline, tiny_flux_pipeline, tiny_pixart_pipeline
 

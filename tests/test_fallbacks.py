@@ -76,7 +76,7 @@ def test_an_unprovable_site_recomputes_exactly_beside_cached_ones(odd, reason, c
     still equals an eager recompute on the step's own input; one warning names the reason."""
     case = odd_case(odd)
     recorder = Recorder()
-    with caplog.at_level("WARNING", logger="toca_fx"):
+    with caplog.at_level("WARNING", logger="toca_fx"), torch.no_grad():
         toca, model = compile_toca(case, "pixart-alpha", inner_compiler=recorder, **AGGRESSIVE)
         x = case.latents()
         for step, t in enumerate(torch.linspace(999, 0, STEPS).round().long()):

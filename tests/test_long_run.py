@@ -11,9 +11,9 @@ import weakref
 import torch
 
 import toca_fx
-from toca_fx.runtime.region import MAX_SLOTS
+from toca_fx.runtime.clock import MAX_SLOTS
 
-from harness import Case, sample
+from harness import Case, sample, slot_states
 from models import HandDiT
 
 GENERATIONS, STEPS = 100, 4
@@ -31,7 +31,7 @@ def live_tensors() -> int:
 
 
 def cache_tensors(toca) -> list[torch.Tensor]:
-    return [t for r in toca.regions for s in r.states.by_slot.values() for t in s.tensors.values() if t is not None]
+    return [t for s in slot_states(toca) for t in s.tensors.values() if t is not None]
 
 
 def long_run(generations: int = GENERATIONS) -> dict:

@@ -12,7 +12,6 @@ from toca_fx.selection import gather_tokens
 from harness import RECOMPUTE_ALL, Recorder, compile_toca, flux_case, recompute_branch, sample
 from strategies import cases
 
-
 # Every partial site refreshes floor(0.3 N) >= 1 of its N >= 4 tokens, and never all of them.
 STRICTLY_PARTIAL = dict(fresh_ratio=0.3, step_weight=0.0, layer_weight=0.0, mlp_weight=1.0, mixed_weight=1.0)
 
@@ -50,7 +49,7 @@ def assert_fresh_tokens_exact(toca, recorder):
         assert 0 < idx.shape[1] == fresh.shape[site.flow.dims[site.output]], site.name  # never vacuous
         assert torch.allclose(fresh, expected, atol=1e-5, rtol=1e-5), site.name
         checked += 1
-    modes = step_modes(region.analysis.sites, region.config, region.plan(1).fresh)
+    modes = step_modes(region.analysis.sites, region.config, region.plan(1, toca.num_steps).fresh)
     assert checked == modes.count(StepMode.PARTIAL)
     return checked
 
@@ -66,7 +65,7 @@ def test_fresh_tokens_equal_eager_recompute(case, cfg, score):
 def test_selection_invariants(case, cfg):
     toca, recorder = partial_step(case, cfg_shared=cfg)
     region = toca.regions[-1]
-    plan = region.plan(1)
+    plan = region.plan(1, toca.num_steps)
     for index, site in enumerate(region.analysis.sites):
         for select in recorder.nodes("select", index):
             idx = recorder.values[select.name]

@@ -67,13 +67,13 @@ def test_partial_run_close_repeatable_and_follows_step_count(name, caplog):
     expected = PRESETS[name] if PRESETS[name] in toca_fx.PRESETS else "pixart-alpha"
     assert toca.preset[0] == expected
     assert f"preset {expected!r} chosen" in caplog.text
-    assert toca.stats["partial_steps"] >= 2 and toca.clock.horizon == 6
+    assert toca.stats["partial_steps"] >= 2 and toca.num_steps == 6
     # Close: much nearer the uncached result than a generation from other noise is.
     assert torch.isfinite(first).all()
     assert (first - reference).norm() < 0.5 * (other_noise - reference).norm()
     assert torch.equal(run(pipe, 6), first)  # the same pipeline again
     fewer = run(pipe, 4)  # fewer steps on the same pipeline: as a fresh one does them
-    assert toca.clock.horizon == 4
+    assert toca.num_steps == 4
     fresh = build(name)
     toca_fx.enable(fresh, compiler="eager")
     assert torch.equal(run(fresh, 4), fewer)

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from harness import RECOMPUTE_ALL, compile_toca, hand_case, pixart_case, sample
+from harness import RECOMPUTE_ALL, compile_toca, hand_case, held_bytes, pixart_case, sample, slot_states
 from zoo.diffusers_models import CAPTION_CHANNELS, TEXT_TOKENS
 
 STEPS = 8
@@ -35,8 +35,7 @@ def test_a_bfloat16_model_runs_cached_and_exact_when_recomputing_everything():
     assert toca.stats["partial_steps"] > 0
     assert all(
         t.dtype == torch.bfloat16
-        for r in toca.regions
-        for s in r.states.by_slot.values()
+        for s in slot_states(toca)
         for t in s.tensors.values()
         if t is not None and t.is_floating_point() and t.dim() == 3
     )
@@ -63,7 +62,7 @@ def test_bfloat16_caches_for_a_float32_model_halve_the_reported_bytes_within_a_s
         toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=STEPS, cache_dtype=dtype)
         runs[dtype] = sample(case, model, STEPS)
         figures[dtype] = cache_bytes(toca.report())
-        assert figures[dtype][0] == figures[dtype][1] == sum(sum(r.states.held_bytes().values()) for r in toca.regions)
+        assert figures[dtype][0] == figures[dtype][1] == held_bytes(toca)
     assert figures[torch.bfloat16][0] * 2 == figures[None][0] > 0
     assert 0 < relative_error(runs[torch.bfloat16], runs[None]) < 1e-2
 

@@ -113,7 +113,7 @@ def test_an_interrupted_generation_leaves_the_next_one_clean(caplog):
     with caplog.at_level("INFO", logger="toca_fx"):
         img2img = run(compiled, TIMESTEPS[5:], [other])
     assert any("interrupted by an exception" in r.getMessage() for r in caplog.records)
-    assert toca.clock.horizon == STEPS  # the interrupted run did not teach a step count
+    assert toca.num_steps == STEPS  # the interrupted run did not teach a step count
 
     _, reference = fresh_toca(case.model)
     assert all(torch.equal(a, b) for a, b in zip(img2img, run(reference, TIMESTEPS[5:], [other]), strict=True))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
+import torch
 import torch.fx as fx
 
 from . import report
@@ -22,10 +23,18 @@ from .auto_preset import preset_for
 from .config import COMPILERS, ToCaConfig, _check_int, _options, resolve
 from .contract import SitePolicy
 from .cost import predicted_flops
-from .lowering import Compiler, has_symbolic_shapes, inner_compiler
+from .lowering import (
+    Compiler,
+    compiled_frames,
+    compiled_module_on_stack,
+    has_symbolic_shapes,
+    inner_compiler,
+    original_module,
+    recompile_limit_value,
+)
 from .passes.analysis import RegionAnalysis, analyse
 from .passes.choices import choose
-from .runtime.clock import Clock
+from .runtime.clock import Clock, GenerationScope
 from .runtime.region import Region
 
 log = logging.getLogger("toca_fx")
@@ -66,8 +75,12 @@ class ToCa(_NeverShared):
 
     def __call__(self, gm: fx.GraphModule, example_inputs: list) -> Callable:
         compiler = self.inner_compiler or inner_compiler(self.config.compiler)
+        self._warn_near_recompile_limit()
         if has_symbolic_shapes(gm, example_inputs):
             return self._uncached(compiler, gm, example_inputs, "graph has dynamic shapes (compile with dynamic=False)")
+        if torch.is_grad_enabled() and any(isinstance(v, torch.Tensor) and v.requires_grad for v in example_inputs):
+            why = "grad mode is on and inputs require grad (caches are for inference: run under torch.no_grad())"
+            return self._uncached(compiler, gm, example_inputs, why)
         if self.regions or self.fallbacks:
             log.info("toca_fx: another graph of %d nodes (a graph break or a recompile)", len(gm.graph.nodes))
         try:
@@ -87,7 +100,7 @@ class ToCa(_NeverShared):
                 return self._keep_time(fn, analysis.timestep)
             log.warning("toca_fx: %s: this graph runs uncached", what)
             self.fallbacks.append(reasons)
-        region = Region(gm, analysis, choices, self.clock, compiler)
+        region = Region(gm, analysis, choices, self.clock, compiler, key=len(self.regions))
         self.regions.append(region)
         self._log_conversion(len(self.regions) - 1, analysis, choices)
         return region
@@ -128,18 +141,53 @@ class ToCa(_NeverShared):
             return fn
 
         def run(*args):
-            self.clock.observe(float(args[timestep].reshape(-1)[0]))
+            self.clock.generation(args[timestep], first_call=False)
             return fn(*args)
 
         return run
 
-    # -- control and observability -----------------------------------------------------------
-    def reset(self, num_steps: int | None = None) -> None:
-        """Start a new generation (optionally with a new number of steps); drops every cache."""
+    def _warn_near_recompile_limit(self) -> None:
+        """Each new backend for a module is a new Dynamo compile of its forward, and Dynamo stops
+        compiling a frame at its recompile limit: say so before that happens."""
+        module = compiled_module_on_stack()
+        if module is None:
+            return
+        frames, limit = compiled_frames(original_module(module)), recompile_limit_value()
+        if frames >= limit - 1:
+            log.warning(
+                "toca_fx: %s already has %d compiled frames; Dynamo stops compiling it at %d "
+                "(torch._dynamo.config.recompile_limit) and then runs it eagerly, uncached: call "
+                "torch._dynamo.reset() before compiling it with yet another backend, or use toca_fx.enable(pipe), "
+                "which compiles once and swaps configs",
+                type(original_module(module)).__name__,
+                frames,
+                limit,
+            )
+
+    # -- generations, control and observability ----------------------------------------------
+    def generation(self, num_steps: int | None = None, manual_steps: bool = False) -> GenerationScope:
+        """``with toca.generation(num_steps=20) as generation:`` the calls inside are one generation of
+        one request, with caches of their own (threads and interleaved scopes never share them).
+
+        Its steps advance when the timestep input changes (in either direction), or, with
+        ``manual_steps``, only at each ``generation.advance()`` the loop calls after a step (then the
+        timestep is never read on the host). ``num_steps``: the generation's length (default: the
+        config's, else the last one learned)."""
         if num_steps is not None:
             _check_int("num_steps", num_steps, minimum=1)
-        log.info("toca_fx: reset: generation %d, %s steps", self.clock.generation + 1, num_steps or self.clock.horizon)
+        return self.clock.scope(num_steps, driven=manual_steps)
+
+    def reset(self, num_steps: int | None = None) -> None:
+        """Start a new generation of a bare torch.compile (optionally with a new number of steps)."""
+        if num_steps is not None:
+            _check_int("num_steps", num_steps, minimum=1)
+        log.info("toca_fx: reset: new generation, %s steps", num_steps or self.clock.horizon)
         self.clock.reset(num_steps)
+
+    @property
+    def num_steps(self) -> int | None:
+        """Steps per generation where a generation does not say: configured, else learned."""
+        return self.clock.horizon
 
     @property
     def sites(self):
@@ -153,7 +201,7 @@ class ToCa(_NeverShared):
             "partial_steps": max(r.get("partial", 0) for r in runs),
             "compiled_variants": sum(len(r.variants) for r in self.regions),
             "regions": len(self.regions),
-            "generations": self.clock.generation,
+            "generations": self.clock.ended,
         }
 
     def predicted_flops(self, num_steps: int) -> tuple[float, float]:

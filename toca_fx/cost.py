@@ -24,7 +24,7 @@ def site_cache_bytes(site, dtype) -> int:
 
 def held_cache_bytes(regions) -> int:
     """Bytes of cache the regions hold now, over every call slot."""
-    return sum(sum(region.states.held_bytes().values()) for region in regions)
+    return sum(sum(region.held_bytes().values()) for region in regions)
 
 
 def predicted_flops(regions, num_steps: int) -> tuple[float, float]:

@@ -60,7 +60,7 @@ def compiled_module_on_stack() -> torch.nn.Module | None:
     frame = sys._getframe(1)
     while frame is not None:
         owner = frame.f_locals.get("self")
-        if isinstance(owner, torch._dynamo.eval_frame.OptimizedModule) or (
+        if is_compile_wrapper(owner) or (
             isinstance(owner, torch.nn.Module) and getattr(owner, "_compiled_call_impl", None) is not None
         ):
             return owner
@@ -75,6 +75,28 @@ def in_place_compile(module: torch.nn.Module):
 
 def restore_in_place_compile(module: torch.nn.Module, compiled) -> None:
     module._compiled_call_impl = compiled
+
+
+def original_module(compiled: torch.nn.Module) -> torch.nn.Module:
+    """The module a ``torch.compile`` wrapper wraps (``OptimizedModule._orig_mod``), or the module itself."""
+    return getattr(compiled, "_orig_mod", compiled)
+
+
+def is_compile_wrapper(module) -> bool:
+    return isinstance(module, torch._dynamo.eval_frame.OptimizedModule)
+
+
+def compiled_frames(module: torch.nn.Module) -> int:
+    """How many compiled entries Dynamo keeps for ``module``'s forward (shared by all instances of its
+    class; ``_debug_get_cache_entry_list``), against its ``recompile_limit``."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    return len(_debug_get_cache_entry_list(type(module).forward.__code__))
+
+
+def recompile_limit_value() -> int:
+    """Compiled entries per frame after which Dynamo stops compiling it (``torch._dynamo.config``)."""
+    return torch._dynamo.config.recompile_limit
 
 
 def reset_dynamo() -> None:

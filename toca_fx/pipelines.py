@@ -1,10 +1,17 @@
 """ToCa on a diffusers pipeline in one line: ``toca = toca_fx.enable(pipe)``; ``toca_fx.disable(pipe)``.
 
-``enable`` compiles ``pipe.transformer`` in place with a :class:`ToCa` backend and wraps the
-pipeline's ``__call__`` (for this instance only) so that every call starts a fresh generation
-whose number of steps is the call's: ``num_inference_steps``, or, once the pipeline has set its
-scheduler's timesteps, the number of distinct timesteps the denoising loop will visit (custom
-``timesteps``/``sigmas`` and schedulers that repeat a timestep are counted as the step clock counts).
+``enable`` compiles ``pipe.transformer`` in place and wraps the pipeline's ``__call__`` (for this
+instance only), so that every call is one generation of its own:
+
+* its caches belong to that call alone, also when threads call the pipeline at once;
+* its steps are counted by the pipeline's scheduler (one step per ``scheduler.step``), never read
+  from the model's timestep, so every timestep convention (falling, rising ``1 - t``, repeated
+  Heun-style) counts alike and no step reads a device value on the host;
+* its length is ``num_inference_steps``, then the scheduler's own count once the pipeline has set
+  its timesteps (custom ``timesteps``/``sigmas``, and ``set_begin_index`` for image-to-image).
+
+The transformer is compiled once, with a backend that routes each graph to the ToCa enabled now:
+enabling again with another config swaps the ToCa without a new Dynamo compile.
 """
 
 from __future__ import annotations
@@ -13,24 +20,60 @@ import contextlib
 import functools
 import inspect
 import logging
+import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
+import torch.fx as fx
 
-from .backend import ToCa
+from .backend import ToCa, _NeverShared
 from .config import ToCaConfig
-from .lowering import in_place_compile, restore_in_place_compile
+from .lowering import in_place_compile, is_compile_wrapper, original_module, restore_in_place_compile
+from .runtime.clock import innermost_driven_generation
 
 log = logging.getLogger("toca_fx")
 
 _STATE = "_toca_fx_enabled"
+_HOOKED = "_toca_fx_hooked"
+_HOOK_LOCK = threading.Lock()
+
+
+class _Router(_NeverShared):
+    """The one backend a transformer is compiled with: each graph runs through the ToCa enabled now."""
+
+    def __init__(self):
+        self.toca: ToCa | None = None
+
+    def __call__(self, gm: fx.GraphModule, example_inputs: list):
+        return _Routed(self, gm)
+
+
+class _Routed:
+    """One Dynamo graph under a router: converted by each newly enabled ToCa on its first call."""
+
+    def __init__(self, router: _Router, gm: fx.GraphModule):
+        self.router, self.gm = router, gm
+        self.toca: ToCa | None = None
+        self.run = gm.forward
+
+    def __call__(self, *args):
+        toca = self.router.toca
+        if toca is not self.toca:  # this call's inputs serve as the new ToCa's example inputs
+            self.toca, self.run = toca, self.gm.forward if toca is None else toca(self.gm, list(args))
+        return self.run(*args)
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # transformer -> (router, compiled call)
 
 
 @dataclass
 class _Enabled:
     toca: ToCa
     transformer: torch.nn.Module
+    router: _Router
     compiled_before: object  # the transformer's own in-place compile, restored by disable
+    wrapper: torch.nn.Module | None  # a torch.compile wrapper that was pipe.transformer, restored by disable
     pipeline_class: type
 
 
@@ -39,7 +82,8 @@ def enable(pipe, config_or_preset: ToCaConfig | str | None = None, **overrides) 
 
     ``config_or_preset``: a :class:`ToCaConfig`, a preset name, or None to choose the preset from
     the transformer's structure (logged under ``toca_fx``); ``overrides`` set config fields,
-    e.g. ``enable(pipe, "pixart-alpha", interval=4, compiler="eager")``.
+    e.g. ``enable(pipe, "pixart-alpha", interval=4, compiler="eager")``. A transformer that is
+    already a ``torch.compile`` wrapper is unwrapped (and put back by :func:`disable`).
     """
     transformer = getattr(pipe, "transformer", None)
     if not isinstance(transformer, torch.nn.Module):
@@ -49,9 +93,18 @@ def enable(pipe, config_or_preset: ToCaConfig | str | None = None, **overrides) 
     if getattr(pipe, _STATE, None) is not None:
         log.info("toca_fx: pipeline already enabled: replacing its ToCa backend")
         disable(pipe)
+        transformer = pipe.transformer
     toca = ToCa("auto" if config_or_preset is None else config_or_preset, **overrides)
-    state = _Enabled(toca, transformer, in_place_compile(transformer), type(pipe))
-    transformer.compile(backend=toca, dynamic=False)
+    wrapper = None
+    if is_compile_wrapper(transformer):  # pipe.transformer = torch.compile(pipe.transformer)
+        log.info("toca_fx: pipe.transformer is a torch.compile wrapper: ToCa compiles the module it wraps")
+        wrapper, transformer = transformer, original_module(transformer)
+        pipe.transformer = transformer
+    before = in_place_compile(transformer)
+    router, compiled = _compiled(transformer)
+    router.toca = toca
+    restore_in_place_compile(transformer, compiled)
+    state = _Enabled(toca, transformer, router, before, wrapper, type(pipe))
     pipe.__class__ = _generation_per_call(type(pipe))
     setattr(pipe, _STATE, state)
     chosen = "preset chosen at the first call" if config_or_preset is None else f"config {config_or_preset!r}"
@@ -60,14 +113,28 @@ def enable(pipe, config_or_preset: ToCaConfig | str | None = None, **overrides) 
 
 
 def disable(pipe) -> None:
-    """Undo :func:`enable`: the original transformer forward and pipeline call come back."""
+    """Undo :func:`enable`: the original transformer, its forward and the pipeline call come back."""
     state: _Enabled | None = getattr(pipe, _STATE, None)
     if state is None:
         raise ValueError(f"toca_fx.disable: ToCa is not enabled on this {type(pipe).__name__}")
+    state.router.toca = None
     restore_in_place_compile(state.transformer, state.compiled_before)
     pipe.__class__ = state.pipeline_class
     delattr(pipe, _STATE)
+    if state.wrapper is not None:
+        pipe.transformer = state.wrapper
     log.info("toca_fx: disabled on %s.transformer", state.pipeline_class.__name__)
+
+
+def _compiled(transformer: torch.nn.Module) -> tuple[_Router, object]:
+    """The transformer compiled once with its router (Dynamo keeps one set of graphs for it)."""
+    if transformer not in _COMPILED:
+        before = in_place_compile(transformer)
+        router = _Router()
+        transformer.compile(backend=router, dynamic=False)
+        _COMPILED[transformer] = (router, in_place_compile(transformer))
+        restore_in_place_compile(transformer, before)
+    return _COMPILED[transformer]
 
 
 @functools.cache
@@ -77,10 +144,25 @@ def _generation_per_call(cls: type) -> type:
 
     @functools.wraps(cls.__call__)
     def __call__(self, *args, **kwargs):
-        with _generation(self, _requested_steps(cls.__call__, self, args, kwargs)):
+        toca = getattr(self, _STATE).toca
+        steps = _requested_steps(cls.__call__, self, args, kwargs)
+        with _steps_counted_by(getattr(self, "scheduler", None)), toca.clock.scope(steps, driven=True):
             return cls.__call__(self, *args, **kwargs)
 
-    namespace = {"__call__": __call__, "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    def not_copyable(self, *args):
+        raise TypeError(
+            f"toca_fx: an enabled {cls.__name__} cannot be copied or pickled (its transformer is compiled with "
+            "live caches): toca_fx.disable(pipe) first, copy it, then enable each copy"
+        )
+
+    namespace = {
+        "__call__": __call__,
+        "__deepcopy__": not_copyable,
+        "__copy__": not_copyable,
+        "__reduce_ex__": not_copyable,
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+    }
     return type(cls.__name__, (cls,), namespace)
 
 
@@ -95,30 +177,73 @@ def _requested_steps(call, pipe, args, kwargs) -> int | None:
 
 
 @contextlib.contextmanager
-def _generation(pipe, steps: int | None):
-    """Reset the backend for this call; recount the steps when the scheduler's timesteps are set."""
-    toca = getattr(pipe, _STATE).toca
-    toca.reset(steps)
-    scheduler = getattr(pipe, "scheduler", None)
-    if scheduler is None or not hasattr(scheduler, "set_timesteps"):
+def _steps_counted_by(scheduler):
+    """While a pipeline call runs, the scheduler's calls drive the calling thread's generation:
+    ``step`` advances it, ``set_timesteps`` and ``set_begin_index`` give its length. The hooks are
+    shared by concurrent calls (counted) and removed after the last one, so a scheduler copied or
+    saved outside a call carries none of them."""
+    if scheduler is None or not hasattr(scheduler, "step"):
         yield
         return
-    own = vars(scheduler).get("set_timesteps")  # someone else's per-instance wrapper, kept
-    set_timesteps = scheduler.set_timesteps
-
-    @functools.wraps(set_timesteps)  # pipelines inspect its signature
-    def counted(*args, **kwargs):
-        result = set_timesteps(*args, **kwargs)
-        distinct = len(torch.unique(torch.as_tensor(scheduler.timesteps)))
-        if distinct != toca.clock.num_steps:
-            toca.reset(distinct)
-        return result
-
-    scheduler.set_timesteps = counted
+    with _HOOK_LOCK:
+        hooks = vars(scheduler).get(_HOOKED)
+        if hooks is None:
+            hooks = _Hooks(scheduler)
+            setattr(scheduler, _HOOKED, hooks)
+        hooks.users += 1
     try:
         yield
     finally:
-        if own is None:
-            del scheduler.set_timesteps  # the class method shows through again
-        else:
-            scheduler.set_timesteps = own
+        with _HOOK_LOCK:
+            hooks.users -= 1
+            if hooks.users == 0:
+                hooks.remove()
+                delattr(scheduler, _HOOKED)
+
+
+class _Hooks:
+    """The scheduler methods that count a generation's steps, and what to restore after."""
+
+    def __init__(self, scheduler):
+        self.scheduler, self.users, self.own = scheduler, 0, {}
+        for name, after in (
+            ("step", self._advance),
+            ("set_timesteps", self._length),
+            ("set_begin_index", self._begin),
+        ):
+            if hasattr(scheduler, name):
+                self.own[name] = vars(scheduler).get(name)  # someone else's per-instance wrapper, kept
+                setattr(scheduler, name, _followed_by(getattr(scheduler, name), after))
+
+    def remove(self) -> None:
+        for name, own in self.own.items():
+            if own is None:
+                delattr(self.scheduler, name)  # the class method shows through again
+            else:
+                setattr(self.scheduler, name, own)
+
+    @staticmethod
+    def _advance(*args, **kwargs) -> None:
+        generation = innermost_driven_generation()
+        if generation is not None:
+            generation.advance()
+
+    def _length(self, *args, **kwargs) -> None:
+        generation = innermost_driven_generation()
+        if generation is not None:
+            generation.num_steps = len(self.scheduler.timesteps)
+
+    def _begin(self, begin_index: int = 0, *args, **kwargs) -> None:
+        generation = innermost_driven_generation()
+        if generation is not None and begin_index:  # image-to-image starts part way down the schedule
+            generation.num_steps = len(self.scheduler.timesteps) - begin_index
+
+
+def _followed_by(method, after):
+    @functools.wraps(method)  # pipelines inspect the signature of set_timesteps
+    def hooked(*args, **kwargs):
+        result = method(*args, **kwargs)
+        after(*args, **kwargs)
+        return result
+
+    return hooked

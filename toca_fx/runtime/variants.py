@@ -69,6 +69,7 @@ class Variants:
         self.gm, self.analysis, self.choices, self.compiler = gm, analysis, choices, compiler
         self.compiled: dict[VariantKey, tuple[Variant, Callable]] = {}
         self.dispatch: dict[StepRequest, VariantKey] = {}
+        self.uncached: Callable | None = None
 
     def __len__(self) -> int:
         return len(self.compiled)
@@ -102,9 +103,9 @@ class Variants:
         log.info("toca_fx: compiling %s variant (%d state inputs)", key.describe(), len(variant.inputs))
         self.compiled[key] = (variant, self.compiler(variant.module, [*args, *inputs_for(variant)]))
 
-    def replace_by_original(self, args) -> tuple[Variant, Callable]:
-        """From now on every request runs the original graph: exact and uncached."""
-        plain = Variant(self.gm, [], [], len(self.gm.graph.output_node().args[0]))
-        self.compiled = {FULL_VARIANT: (plain, self.compiler(self.gm, list(args)))}
-        self.dispatch = {}
-        return self.compiled[FULL_VARIANT]
+    def original(self, args) -> Callable:
+        """The original graph, compiled on first use: what an uncached call runs."""
+        if self.uncached is None:
+            log.info("toca_fx: compiling the original graph (uncached calls)")
+            self.uncached = self.compiler(self.gm, list(args))
+        return self.uncached
