@@ -6,8 +6,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from toca_fx.config import COMPILERS, PRESETS, SCORES, SITE_KINDS, ToCaConfig
-from toca_fx.schedule import _linear, site_ratio
+from toca_fx.config import COMPILERS, PRESETS, SCORES, SITE_KINDS, ToCaConfig, linear_factor
+from toca_fx.schedule import site_ratio
 
 INT_MINIMUMS = {
     "interval": 1,
@@ -95,7 +95,7 @@ def test_layer_center_shifts_the_layer_factor():
     base, shifted = ToCaConfig(layer_weight=0.5), ToCaConfig(layer_weight=0.5, layer_center=0.75)
     for layer in range(4):
         difference = site_ratio(base, 0.3, layer, 4, "mlp") - site_ratio(shifted, 0.3, layer, 4, "mlp")
-        assert math.isclose(difference, base.fresh_ratio * _linear(0.9, 0.3) * 0.25 * base.mlp_weight)
+        assert math.isclose(difference, base.fresh_ratio * linear_factor(0.9, 0.3) * 0.25 * base.mlp_weight)
 
 
 def test_preset_overrides_and_unknown_name():

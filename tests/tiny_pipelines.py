@@ -11,6 +11,8 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
+    Lumina2Pipeline,
+    Lumina2Transformer2DModel,
     PixArtAlphaPipeline,
 )
 
@@ -113,6 +115,32 @@ def tiny_flux_pipeline(double: int = 1, single: int = 2, text_encoder: bool = Fa
     )
 
 
+def tiny_lumina2_pipeline() -> Lumina2Pipeline:
+    """Lumina2: it feeds the transformer 1 - t/1000, a timestep that rises from 0 to 1."""
+    torch.manual_seed(0)
+    transformer = Lumina2Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        hidden_size=16,
+        num_layers=2,
+        num_refiner_layers=1,
+        num_attention_heads=2,
+        num_kv_heads=2,
+        multiple_of=16,
+        axes_dim_rope=(4, 2, 2),
+        axes_lens=(32, 32, 32),
+        cap_feat_dim=16,
+    ).eval()
+    return Lumina2Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=tiny_vae(),
+        text_encoder=None,
+        tokenizer=None,
+    )
+
+
 def save_with_labels(pipe: DiTPipeline, folder) -> None:
     """``save_pretrained``, plus the ``id2label`` entry the hub's DiT model_index.json carries."""
     import json
@@ -144,6 +172,20 @@ def prompt_inputs(pipe) -> dict:
             "use_resolution_binning": False,
             "height": 8,
             "width": 8,
+        }
+    if isinstance(pipe, Lumina2Pipeline):  # its latents are 1/8 of the image: 8x8 latents
+        embeds, mask = (
+            torch.randn(1, TEXT_TOKENS, 16, generator=generator),
+            torch.ones(1, TEXT_TOKENS, dtype=torch.bool),
+        )
+        return {
+            "prompt_embeds": embeds,
+            "prompt_attention_mask": mask,
+            "negative_prompt_embeds": torch.zeros_like(embeds),
+            "negative_prompt_attention_mask": mask,
+            "height": 64,
+            "width": 64,
+            "generator": torch.Generator().manual_seed(0),
         }
     embeds = torch.randn(1, TEXT_TOKENS, 32, generator=generator)
     pooled = torch.randn(1, 32, generator=generator)

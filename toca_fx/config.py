@@ -67,6 +67,26 @@ class ToCaConfig:
             object.__setattr__(self, "cache_dtype", _dtype_from_name(self.cache_dtype))
         if self.cache_dtype is not None:
             _check_float_dtype("cache_dtype", self.cache_dtype)
+        self._check_ratio_bounded()
+
+    def _check_ratio_bounded(self) -> None:
+        """fresh_ratio * f_step * f_layer * f_module must stay finite over every step and layer: the
+        factors are linear, so it is enough to evaluate them (as the schedule does) at the ends."""
+        kind = max(self.kind_weight(kind) for kind in SITE_KINDS)
+        ratios = [
+            self.fresh_ratio
+            * linear_factor(self.step_weight, p)
+            * (linear_factor(self.layer_weight, x) - 1 + self.layer_center)
+            * kind
+            for p in (0.0, 1.0)
+            for x in (0.0, 1.0)
+        ]
+        if not all(math.isfinite(r) for r in ratios):
+            raise ValueError(
+                "ToCaConfig: fresh_ratio x step factor x layer factor x site-kind weight overflows "
+                f"(step_weight={self.step_weight!r}, layer_weight={self.layer_weight!r}, "
+                f"layer_center={self.layer_center!r}, largest kind weight {kind!r}): use weights of a sane size"
+            )
 
     def kind_weight(self, kind: str) -> float:
         """The per-kind ratio factor f_module for a site kind."""
@@ -226,16 +246,24 @@ def _check_choice(name: str, value, choices: tuple[str, ...]) -> None:
         raise ValueError(_message(name, f"one of {_quoted(choices)}", value))
 
 
+def linear_factor(weight: float, x: float) -> float:
+    """The reference's linear factor over x in [0, 1]: 1 + w at x = 0 down to 1 - w at x = 1."""
+    return 1 + weight - 2 * weight * x
+
+
+CACHE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)  # what scatter supports
+
+
 def _check_float_dtype(name: str, value) -> None:
     if not isinstance(value, torch.dtype):
         raise TypeError(_message(name, "None or a torch floating dtype", value))
-    if not value.is_floating_point:
-        raise ValueError(_message(name, "None or a torch floating dtype", value))
+    if value not in CACHE_DTYPES:
+        raise ValueError(_message(name, f"None or one of {', '.join(map(str, CACHE_DTYPES))}", value))
 
 
 def _dtype_from_name(name: str) -> torch.dtype:
     """Map "bfloat16" or "torch.bfloat16" to the dtype, so options can be plain strings."""
     dtype = getattr(torch, name.removeprefix("torch."), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(_message("cache_dtype", "None or a torch floating dtype name", name))
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(_message("cache_dtype", f"None or one of {', '.join(map(str, CACHE_DTYPES))}", name))
     return dtype

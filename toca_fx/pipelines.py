@@ -30,7 +30,7 @@ import torch.fx as fx
 from .backend import ToCa, _NeverShared
 from .config import ToCaConfig
 from .lowering import in_place_compile, is_compile_wrapper, original_module, restore_in_place_compile
-from .runtime.clock import innermost_driven_generation
+from .runtime.clock import active_clocks, innermost_driven_generation
 
 log = logging.getLogger("toca_fx")
 
@@ -40,28 +40,42 @@ _HOOK_LOCK = threading.Lock()
 
 
 class _Router(_NeverShared):
-    """The one backend a transformer is compiled with: each graph runs through the ToCa enabled now."""
+    """The one backend a transformer is compiled with. Each call runs through the ToCa of the
+    pipeline call it belongs to (pipelines that share the transformer each enable their own), and
+    a call outside any pipeline call through the ToCa enabled last."""
 
     def __init__(self):
-        self.toca: ToCa | None = None
+        self.enabled: list[ToCa] = []
+        self.before: object = None  # the transformer's own in-place compile before the first enable
 
     def __call__(self, gm: fx.GraphModule, example_inputs: list):
         return _Routed(self, gm)
 
+    def current(self) -> ToCa | None:
+        for clock in active_clocks():
+            for toca in self.enabled:
+                if toca.clock is clock:
+                    return toca
+        return self.enabled[-1] if self.enabled else None
+
 
 class _Routed:
-    """One Dynamo graph under a router: converted by each newly enabled ToCa on its first call."""
+    """One Dynamo graph under a router: converted by each ToCa on its first call through it."""
 
     def __init__(self, router: _Router, gm: fx.GraphModule):
         self.router, self.gm = router, gm
-        self.toca: ToCa | None = None
-        self.run = gm.forward
+        self.converted: dict[int, tuple[weakref.ref, object]] = {}  # id(ToCa) -> (ToCa, its region)
 
     def __call__(self, *args):
-        toca = self.router.toca
-        if toca is not self.toca:  # this call's inputs serve as the new ToCa's example inputs
-            self.toca, self.run = toca, self.gm.forward if toca is None else toca(self.gm, list(args))
-        return self.run(*args)
+        toca = self.router.current()
+        if toca is None:  # disabled since: the graph as it is
+            return self.gm.forward(*args)
+        ref, region = self.converted.get(id(toca), (None, None))
+        if ref is None or ref() is not toca:  # this call's inputs serve as the example inputs
+            self.converted = {key: entry for key, entry in self.converted.items() if entry[0]() is not None}
+            region = toca(self.gm, list(args))
+            self.converted[id(toca)] = (weakref.ref(toca), region)
+        return region(*args)
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # transformer -> (router, compiled call)
@@ -72,7 +86,6 @@ class _Enabled:
     toca: ToCa
     transformer: torch.nn.Module
     router: _Router
-    compiled_before: object  # the transformer's own in-place compile, restored by disable
     wrapper: torch.nn.Module | None  # a torch.compile wrapper that was pipe.transformer, restored by disable
     pipeline_class: type
 
@@ -100,11 +113,12 @@ def enable(pipe, config_or_preset: ToCaConfig | str | None = None, **overrides) 
         log.info("toca_fx: pipe.transformer is a torch.compile wrapper: ToCa compiles the module it wraps")
         wrapper, transformer = transformer, original_module(transformer)
         pipe.transformer = transformer
-    before = in_place_compile(transformer)
     router, compiled = _compiled(transformer)
-    router.toca = toca
+    if not router.enabled:
+        router.before = in_place_compile(transformer)
+    router.enabled.append(toca)
     restore_in_place_compile(transformer, compiled)
-    state = _Enabled(toca, transformer, router, before, wrapper, type(pipe))
+    state = _Enabled(toca, transformer, router, wrapper, type(pipe))
     pipe.__class__ = _generation_per_call(type(pipe))
     setattr(pipe, _STATE, state)
     chosen = "preset chosen at the first call" if config_or_preset is None else f"config {config_or_preset!r}"
@@ -117,8 +131,9 @@ def disable(pipe) -> None:
     state: _Enabled | None = getattr(pipe, _STATE, None)
     if state is None:
         raise ValueError(f"toca_fx.disable: ToCa is not enabled on this {type(pipe).__name__}")
-    state.router.toca = None
-    restore_in_place_compile(state.transformer, state.compiled_before)
+    state.router.enabled.remove(state.toca)
+    if not state.router.enabled:
+        restore_in_place_compile(state.transformer, state.router.before)
     pipe.__class__ = state.pipeline_class
     delattr(pipe, _STATE)
     if state.wrapper is not None:

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .config import SITE_KINDS, ToCaConfig
+from .config import SITE_KINDS, ToCaConfig, linear_factor
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,8 @@ def is_full_step(config: ToCaConfig, step: int, num_steps: int) -> bool:
 def site_ratio(config: ToCaConfig, progress: float, layer: int, num_layers: int, kind: str) -> float:
     """The fraction of a site's tokens to refresh: fresh_ratio * f_step * f_layer * f_module, clamped."""
     depth = layer / (num_layers - 1) if num_layers > 1 else 0.0
-    f_step = _linear(config.step_weight, progress)
-    f_layer = _linear(config.layer_weight, depth) - 1 + config.layer_center
+    f_step = linear_factor(config.step_weight, progress)
+    f_layer = linear_factor(config.layer_weight, depth) - 1 + config.layer_center
     ratio = config.fresh_ratio * f_step * f_layer * config.kind_weight(kind)
     return min(max(ratio, 0.0), 1.0)
 
@@ -81,11 +81,6 @@ def build_schedule(config: ToCaConfig, num_steps: int, sites: Sequence[SiteSpec]
         )
         plans.append(StepPlan(step, full, progress, fresh))
     return tuple(plans)
-
-
-def _linear(weight: float, x: float) -> float:
-    """The reference's linear factor: 1 + w at x = 0 down to 1 - w at x = 1."""
-    return 1 + weight - 2 * weight * x
 
 
 def _bucketed(progress: float, buckets: int) -> float:

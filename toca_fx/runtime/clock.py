@@ -107,6 +107,9 @@ class Clock:
     rows (repeats are more calls at the same step); a value that goes back up after falling starts
     the next generation. Anything else is ambiguous and runs uncached, with one warning that says
     why and what to do: no timestep tensor, rows with different timesteps, and rising timesteps.
+    A fall that leaves the timestep sequence seen before (t -> t' where t -> t'' was seen: requests
+    interleaved on one model, or a new schedule) starts a new generation at that call, never
+    continuing a cache across it.
     """
 
     HINT = "wrap each generation in `with toca.generation(num_steps=...)`, or use toca_fx.enable(pipe)"
@@ -119,6 +122,7 @@ class Clock:
         self.heuristic = self._new(None)
         self.seen_timestep = False  # whether any region of this backend has a timestep input
         self.rising = False  # a rising-timestep convention was seen: uncached until reset
+        self.transitions: dict[float, float] = {}  # timestep -> the next one, as seen so far
         self.interrupted = False  # an exception escaped the model: the next heuristic call starts afresh
         self.warned: set[str] = set()
 
@@ -150,6 +154,7 @@ class Clock:
         self.end(self.heuristic, completed=not self.interrupted)
         if num_steps is not None:
             self.num_steps = num_steps
+            self.transitions.clear()  # a new schedule
         self.heuristic = self._new(None)
         self.rising = self.interrupted = False
 
@@ -199,14 +204,27 @@ class Clock:
                 return self._ambiguous("timesteps increase from step to step (a flow-matching 1 - t convention?)")
             log.info("toca_fx: timestep went up (%s -> %s): new generation", last[0], values[0])
             self.reset()
+        elif last is not None and values[0] < last[0]:
+            expected = self.transitions.get(last[0], values[0])
+            self.transitions[last[0]] = values[0]
+            if expected != values[0]:
+                self._note(
+                    "the timesteps left the sequence seen before (requests interleaved on one model, or a new "
+                    "schedule): such a call starts a new generation"
+                )
+                self.reset()
         self.heuristic.observe(values)
         return self.heuristic
 
     def _ambiguous(self, reason: str) -> None:
-        if reason not in self.warned:
-            self.warned.add(reason)
-            log.warning("toca_fx: %s: running uncached; %s", reason, self.HINT)
+        self._note(f"{reason}: running uncached")
         return None
+
+    def _note(self, what: str) -> None:
+        """Warn once per kind of ambiguity, with what to do instead."""
+        if what not in self.warned:
+            self.warned.add(what)
+            log.warning("toca_fx: %s; %s", what, self.HINT)
 
 
 def _values(timestep: torch.Tensor) -> tuple[float, ...]:
@@ -220,6 +238,11 @@ def innermost_driven_generation() -> Generation | None:
         if generation.driven:
             return generation
     return None
+
+
+def active_clocks() -> list[Clock]:
+    """The clocks with a generation scope active in this context, innermost first."""
+    return [clock for clock, _ in reversed(_ACTIVE.get())]
 
 
 def active_generation(clock: Clock) -> Generation | None:
