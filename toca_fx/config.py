@@ -44,6 +44,7 @@ class ToCaConfig:
     attention_chunk: int = 256  # queries per chunk when computing s1 at full steps
     cache_dtype: torch.dtype | None = None  # dtype of the caches (None: the model's)
     compiler: str = "inductor"  # inner compiler: "inductor", "eager" or "aot_eager"
+    self_check: bool = True  # check each compiled variant's first outputs against the original graph
 
     def __post_init__(self) -> None:
         for name in ("interval", "spatial_grid", "leading_full_steps", "attention_chunk"):
@@ -60,7 +61,7 @@ class ToCaConfig:
         _check_real("interval_step_weight", self.interval_step_weight, -1.0, 1.0, closed=False)
         _check_choice("score", self.score, SCORES)
         _check_choice("compiler", self.compiler, COMPILERS)
-        for name in ("cfg_shared", "count_down"):
+        for name in ("cfg_shared", "count_down", "self_check"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(_message(name, "a bool", getattr(self, name)))
         if isinstance(self.cache_dtype, str):  # options from a config file or the command line name it

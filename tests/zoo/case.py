@@ -34,12 +34,16 @@ def timesteps(num_steps: int, batch: int) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def sample(case: Case, model, num_steps: int, seed=0) -> list[torch.Tensor]:
-    """A small Euler-like loop; returns the model output of every step."""
+def sample(case: Case, model, num_steps: int, seed=0, generation=None) -> list[torch.Tensor]:
+    """A small Euler-like loop; returns the model output of every step. ``generation``: a ToCa
+    generation whose steps the loop counts (``advance()`` after each), as a pipeline under
+    ``toca_fx.enable`` does; without one, a bare compile finds the steps from the timestep."""
     x = case.latents(seed)
     outputs = []
     for t in timesteps(num_steps, case.batch):
         out = case.call(model, x, t)
         outputs.append(out)
         x = x - 0.05 * out[:, : x.shape[1]]
+        if generation is not None:
+            generation.advance()
     return outputs

@@ -43,7 +43,8 @@ def compile_toca(case: Case, config=None, **overrides):
 
 
 def max_abs_diff(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
-    return max(float((o - r).abs().max()) for o, r in zip(outputs, reference))
+    """Worst step's max |out - ref|, relative to the reference's largest magnitude where that is above 1."""
+    return max(float((o - r).abs().max() / max(1.0, float(r.abs().max()))) for o, r in zip(outputs, reference))
 
 
 def relative_error(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
@@ -68,26 +69,32 @@ class Checks:
     flops_speedup: float  # uncached / ToCa FLOPs over FLOPS_STEPS steps at the default preset (0: not run)
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def blocks_with_partial(self) -> int:
-        return sum(any(key.endswith("/partial") for key in counts) for counts in self.blocks.values())
+    def blocks_with(self, *policies: str) -> int:
+        return sum(any(key.endswith(policies) for key in counts) for counts in self.blocks.values())
 
     @property
-    def partial_in_every_block(self) -> bool:
-        return bool(self.blocks) and self.blocks_with_partial == len(self.blocks)
+    def cached_in_every_block(self) -> bool:
+        """A partial or reused site in every block."""
+        return bool(self.blocks) and self.blocks_with("/partial", "/reuse") == len(self.blocks)
+
+
+def generate(case: Case, toca, model, steps: int) -> list[torch.Tensor]:
+    """One generation whose steps the loop counts, as a pipeline under ``toca_fx.enable`` does."""
+    with toca.generation(num_steps=steps, manual_steps=True) as generation:
+        return sample(case, model, steps, generation=generation)
 
 
 def run_checks(case: Case, compiler: str = "eager", steps: int = STEPS, flops: bool = True) -> Checks:
     """Compile ``case`` three times (interval 1, every token recomputed, default preset) and compare
     each run with the uncached model; ``flops=False`` skips the FLOPs-ideal speedup (slow)."""
     reference = sample(case, case.model, steps)
-    toca, model = compile_toca(case, compiler=compiler, interval=1, num_steps=steps)
-    interval_one = max_abs_diff(sample(case, model, steps), reference)
-    toca, model = compile_toca(case, compiler=compiler, interval=3, num_steps=steps, **RECOMPUTE_ALL)
-    recompute_all = max_abs_diff(sample(case, model, steps), reference)
+    toca, model = compile_toca(case, compiler=compiler, interval=1)
+    interval_one = max_abs_diff(generate(case, toca, model, steps), reference)
+    toca, model = compile_toca(case, compiler=compiler, interval=3, **RECOMPUTE_ALL)
+    recompute_all = max_abs_diff(generate(case, toca, model, steps), reference)
     recompute_steps = toca.stats["partial_steps"]
-    toca, model = compile_toca(case, compiler=compiler, num_steps=steps)
-    outputs = sample(case, model, steps)
+    toca, model = compile_toca(case, compiler=compiler)
+    outputs = generate(case, toca, model, steps)
     uncached, cached = toca.predicted_flops(FLOPS_STEPS) if flops else (0.0, 0.0)
     blocks: dict[str, Counter] = {}
     for site in toca.sites:

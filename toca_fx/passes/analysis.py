@@ -12,7 +12,7 @@ import torch.fx as fx
 from ..contract import SitePolicy
 from ..lowering import example_value
 from .context import NO_CONTEXT, ContextWork, find_context
-from .graph import Ancestry
+from .graph import Ancestry, mutated_storage
 from .sites import Site, find_sites
 from .tokens import sdpa_operands
 
@@ -27,7 +27,13 @@ class RegionAnalysis:
     grids: dict[int, tuple[int, int]]  # site index -> the (h, w) token grid of its stream, where one is found
     timestep: int | None  # placeholder index of the timestep input, if the region has one
     batch: int
+    mutated: frozenset[fx.Node] = frozenset()  # tensors the graph writes in place (their storage roots)
     context: ContextWork = NO_CONTEXT  # step-invariant values partial steps take from the full step
+
+    @property
+    def mutates_inputs(self) -> bool:
+        """Whether running the graph changes its inputs (a buffer or cache written in place)."""
+        return any(node.op == "placeholder" for node in self.mutated)
 
     @property
     def cacheable(self) -> bool:
@@ -96,7 +102,8 @@ def analyse(gm: fx.GraphModule) -> RegionAnalysis:
     score_attention = {layer: _score_attention([s for s in sites if s.layer == layer]) for layer in layers}
     batch = example_value(sites[0].stream).shape[0] if sites else 1
     timestep = _timestep_input(gm.graph)
-    analysis = RegionAnalysis(sites, score_attention, _token_grids(gm.graph, sites), timestep, batch)
+    mutated = frozenset(mutated_storage(gm.graph))
+    analysis = RegionAnalysis(sites, score_attention, _token_grids(gm.graph, sites), timestep, batch, mutated)
     if analysis.cacheable:
         analysis.context = find_context(gm, sites, timestep)
     return analysis

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import operator
 import re
 
+import torch
 import torch.fx as fx
 from torch.fx.node import map_arg
 
@@ -61,3 +63,43 @@ class ValueRecorder(fx.Interpreter):
     def run_node(self, node):
         self.values[node.name] = value = super().run_node(node)
         return value
+
+
+# Ops whose output may share storage with their first input.
+_VIEW_METHODS = {
+    *("view", "view_as", "reshape", "reshape_as", "transpose", "permute", "unsqueeze", "squeeze", "expand"),
+    *("expand_as", "narrow", "select", "flatten", "unflatten", "unbind", "split", "chunk", "contiguous", "detach"),
+    *("to", "type_as", "float", "half", "bfloat16", "as_strided", "t", "movedim", "swapaxes", "__getitem__"),
+}
+_VIEW_FUNCTIONS = {operator.getitem, torch.reshape, torch.transpose, torch.permute, torch.unsqueeze, torch.squeeze}
+_VIEW_FUNCTIONS |= {torch.flatten, torch.unflatten, torch.narrow, torch.select, torch.split, torch.chunk, torch.unbind}
+
+
+def storage_root(node: fx.Node) -> fx.Node:
+    """The node whose tensor ``node`` may be a view of (itself if it is no view)."""
+    while True:
+        view = (node.op == "call_method" and node.target in _VIEW_METHODS) or (
+            node.op == "call_function" and node.target in _VIEW_FUNCTIONS
+        )
+        if not view or not node.args or not isinstance(node.args[0], fx.Node):
+            return node
+        node = node.args[0]
+
+
+def writes_in_place(node: fx.Node) -> bool:
+    """``x.add_()``, ``x.copy_(y)``, ``x[...] = y``, ``F.relu(x, inplace=True)``: an op that changes its
+    first input. Such a node has no users, yet it must never be dropped as dead code."""
+    in_place = (node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("__")) or (
+        node.op == "call_function" and (node.target is operator.setitem or node.kwargs.get("inplace") is True)
+    )
+    return in_place and bool(node.args) and isinstance(node.args[0], fx.Node)
+
+
+def is_impure(node: fx.Node) -> bool:
+    """What dead-code elimination must keep: FX's impure nodes, and writes in place."""
+    return node.is_impure() or writes_in_place(node)
+
+
+def mutated_storage(graph: fx.Graph) -> set[fx.Node]:
+    """The roots (see :func:`storage_root`) of every tensor an op of ``graph`` writes in place."""
+    return {storage_root(node.args[0]) for node in graph.nodes if writes_in_place(node)}

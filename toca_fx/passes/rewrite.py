@@ -34,6 +34,7 @@ from ..lowering import drop_example_value, example_value
 from . import counters
 from .analysis import RegionAnalysis
 from .choices import Choices
+from .graph import is_impure, storage_root
 from .sites import Site
 from .tokens import sdpa_operands, set_token_count
 
@@ -106,18 +107,26 @@ class _Builder:
     def finish(self) -> Variant:
         keys = list(self.outputs)
         self.graph.output(tuple(self.model_outputs) + tuple(self.outputs[k] for k in keys))
-        self.graph.eliminate_dead_code()
+        self.graph.eliminate_dead_code(is_impure_node=is_impure)
         module = fx.GraphModule(self.gm, self.graph)
         return Variant(module, self.inputs, keys, len(self.model_outputs))
 
 
-def _emit_cache(builder: _Builder, index: int, site: Site) -> None:
-    """Expose a freshly computed site output (and interior values) as the new cache."""
-    y = builder.env[site.output]
-    with builder.graph.inserting_after(y):
-        builder.outputs[StateKey(StateKind.CACHE, index)] = builder.to_cache(y, site, site.output)
+def _emit_cache(builder: _Builder, analysis: RegionAnalysis, index: int, site: Site) -> None:
+    """Expose a freshly computed site output (and interior values) as the new cache: a copy where
+    the graph writes that tensor in place later, so that the cache keeps the value it had here."""
+
+    def emit(node: fx.Node) -> fx.Node:
+        value = builder.env[node]
+        with builder.graph.inserting_after(value):
+            cached = builder.to_cache(value, site, node)
+            if cached is value and storage_root(node) in analysis.mutated:
+                cached = builder.graph.call_method("clone", (value,))
+        return cached
+
+    builder.outputs[StateKey(StateKind.CACHE, index)] = emit(site.output)
     for j, node in enumerate(site.interior):
-        builder.outputs[StateKey(StateKind.INTERIOR, index, j)] = builder.to_cache(builder.env[node], site, node)
+        builder.outputs[StateKey(StateKind.INTERIOR, index, j)] = emit(node)
 
 
 def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, choices: Choices) -> Variant:
@@ -125,7 +134,7 @@ def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, choices: Choices) -
     builder = _Builder(gm, choices.config)
     for index, site in enumerate(analysis.sites):
         if site.policy is not SitePolicy.FULL:
-            _emit_cache(builder, index, site)
+            _emit_cache(builder, analysis, index, site)
     for j, value in enumerate(analysis.context.values):
         builder.outputs[StateKey(StateKind.CONTEXT, j)] = builder.env[value]
     for layer, source in choices.scores.items():
@@ -163,7 +172,7 @@ def build_partial(
         if site.policy is SitePolicy.FULL:
             continue
         if mode is StepMode.COMPUTE:
-            _emit_cache(builder, index, site)
+            _emit_cache(builder, analysis, index, site)
         elif mode is StepMode.REUSE:
             _reuse(builder, index, site)
         else:

@@ -14,18 +14,20 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 import torch.fx as fx
 
-from ..contract import StateKey, StateKind, tokens_computed
+from ..contract import SitePolicy, StateKey, StateKind, tokens_computed
 from ..lowering import Compiler, compiled_module_on_stack, example_value
 from ..passes.analysis import RegionAnalysis
 from ..passes.choices import Choices
-from ..passes.rewrite import Variant, step_modes
+from ..passes.rewrite import Variant, cache_dtype, step_modes
 from ..schedule import SiteSpec, StepPlan, build_schedule
 from .clock import Clock
+from .self_check import SelfCheckFailed, compare
 from .state import SlotState
 from .variants import FULL_STEP, StepRequest, Variants
 
@@ -46,6 +48,7 @@ class Region:
         self.calls = 0
         self.runs = Counter()  # steps run, by variant type (counted on the first call slot)
         self.failure: str | None = None  # why this region fell back to running uncached
+        self.checked: set = set()  # variant keys whose first outputs passed the self-check
         self._context_placeholders = sorted({i for inputs in analysis.context.inputs for i in inputs})
         self.owner_known = False  # whether the caches are tied to the compiled module's lifetime
 
@@ -98,9 +101,12 @@ class Region:
         partial = plan is not None and not plan.full and state.ready
         request = StepRequest(plan.fresh, self._reusable_context(state, args)) if partial else FULL_STEP
         try:
-            variant, code = self.variants.get(request, args, lambda v: self._inputs(state, v, request))
+            key, variant, code = self.variants.get(request, args, lambda v: self._inputs(state, v, request))
             outputs = code(*args, *self._inputs(state, variant, request))
-        except Exception as exc:  # never break the model: run this region uncached from now on
+            if key not in self.checked and self.config.self_check and not self.analysis.mutates_inputs:
+                self._self_check(request, variant, code, outputs, args)
+                self.checked.add(key)
+        except Exception as exc:  # never break the model nor give a wrong output: run uncached from now on
             self._fail(request, exc, generation)
             return self.variants.original(args)(*args)
         self.runs["partial" if partial else "full"] += slot == 0
@@ -114,6 +120,22 @@ class Region:
         state.tensors.update(zip(variant.outputs, outputs[variant.num_model_outputs :]))
         state.ready = True
         return outputs[: variant.num_model_outputs]
+
+    def _self_check(self, request: StepRequest, variant: Variant, code: Callable, outputs, args) -> None:
+        """A new variant's first outputs against its reference on the same inputs (``self_check.py``)."""
+        count = variant.num_model_outputs
+        if request.full:
+            compare("FULL variant", outputs[:count], self.gm.forward(*args))
+            return
+        _, full, full_code = self.variants.get(FULL_STEP, args, lambda v: [])
+        reference = full_code(*args)
+        current = SlotState(0, dict(zip(full.outputs, reference[full.num_model_outputs :])))
+        checked = code(*args, *self._inputs(current, variant, request))
+        lossy = any(
+            s.policy is not SitePolicy.FULL and cache_dtype(self.config, s) != example_value(s.output).dtype
+            for s in self.analysis.sites
+        )
+        compare("PARTIAL variant", checked[:count], reference[:count], lossy_cache=lossy)
 
     def _reusable_context(self, state: SlotState, args) -> tuple[int, ...]:
         """The context values whose inputs are the same, unmodified objects as at the last full step."""
@@ -137,9 +159,13 @@ class Region:
         """Run the original graph from now on: exact, uncached, and said once."""
         if self.failure is not None:
             raise exc
-        what = "FULL" if request.full else "PARTIAL"
-        log.warning("toca_fx: %s variant failed (%s: %s): this region now runs uncached", what, type(exc).__name__, exc)
-        self.failure = f"{what} variant failed: {exc}"
+        what = (
+            f"self-check: {exc}"
+            if isinstance(exc, SelfCheckFailed)
+            else f"{'FULL' if request.full else 'PARTIAL'} variant failed ({type(exc).__name__}: {exc})"
+        )
+        log.warning("toca_fx: %s: this region now runs uncached", what)
+        self.failure = what
         generation.states.clear()
 
     def held_bytes(self) -> dict[int, int]:

@@ -74,10 +74,11 @@ class Variants:
     def __len__(self) -> int:
         return len(self.compiled)
 
-    def get(self, request: StepRequest, args, inputs_for: InputsFor) -> tuple[Variant, Callable]:
+    def get(self, request: StepRequest, args, inputs_for: InputsFor) -> tuple[VariantKey, Variant, Callable]:
         if request not in self.dispatch:
             self.dispatch[request] = self._key(request, args, inputs_for)
-        return self.compiled[self.dispatch[request]]
+        key = self.dispatch[request]
+        return (key, *self.compiled[key])
 
     def _key(self, request: StepRequest, args, inputs_for: InputsFor) -> VariantKey:
         """The key of the compiled variant that serves ``request``, compiled here if none does yet."""
