@@ -40,7 +40,8 @@ def held_bytes(toca) -> int:
 
 
 class Recorder:
-    """Inner compiler that runs each variant eagerly and keeps every node value of the last call."""
+    """Inner compiler that runs each variant eagerly and keeps every node value of the last call
+    (use with ``self_check=False``: the self-check's own calls would be the last ones)."""
 
     def __init__(self):
         self.values: dict[str, object] = {}

@@ -209,7 +209,7 @@ def test_counter_pushes_stale_tokens_in():
     assert [sorted(row) for row in idx.tolist()] == [[3, 7], [3, 7]]
 
 
-def test_select_fresh_rejects_bad_grid_and_odd_cfg_batch():
+def test_select_fresh_rejects_a_bad_grid_and_does_not_share_in_an_odd_batch():
     with pytest.raises(ValueError):
         selection.select_fresh(
             torch.rand(1, 12),
@@ -221,8 +221,10 @@ def test_select_fresh_rejects_bad_grid_and_odd_cfg_batch():
             spatial_grid=2,
             spatial_weight=0.4,
         )
-    with pytest.raises(ValueError):
-        selection.select_fresh(torch.rand(3, 4), torch.zeros(3, 4), 2, cache_weight=0.25, interval=3, cfg_shared=True)
+    score, counter = torch.rand(3, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(3, 4)
+    shared = selection.select_fresh(score, counter, 2, cache_weight=0.25, interval=3, cfg_shared=True)
+    alone = selection.select_fresh(score, counter, 2, cache_weight=0.25, interval=3)
+    assert torch.equal(shared.sort().values, alone.sort().values)  # batch 3: each row selects on its own
 
 
 def test_random_score_shape_and_range():

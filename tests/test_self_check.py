@@ -34,9 +34,9 @@ def corrupt_first_output(build):
     return wrong
 
 
-def doubled_scatter(cache, idx, values, dim=1, scatter=selection.scatter_tokens):
+def doubled_scatter(cache, idx, values, dim=1, batch_dim=0, scatter=selection.scatter_tokens):
     """A scatter that writes twice the fresh values: a wrong partial rewrite."""
-    return scatter(cache, idx, 2 * values, dim)
+    return scatter(cache, idx, 2 * values, dim, batch_dim)
 
 
 @pytest.mark.parametrize("variant", ["FULL", "PARTIAL"])

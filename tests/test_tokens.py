@@ -136,7 +136,7 @@ def sites_of(branch):
         (SliceAttendRecat(), "mixed", "partial", ""),
         (JoinedRowsMLP(), "mlp", "partial", ""),
         (JoinedRowsAttention(), "joint_attention", "reuse", "token-mixing"),
-        (UnknownOp(), "mlp", "full", "unknown op 'cumsum'"),
+        (UnknownOp(), "mlp", "reuse", "unknown op 'cumsum'"),
     ],
 )
 def test_token_rule(branch, kind, policy, reason):

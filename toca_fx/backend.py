@@ -29,11 +29,13 @@ from .lowering import (
     compiled_module_on_stack,
     has_symbolic_shapes,
     inner_compiler,
+    modules_on_stack,
     original_module,
     recompile_limit_value,
 )
 from .passes.analysis import RegionAnalysis, analyse
 from .passes.choices import choose
+from .passes.sites import Placement, stacked_blocks
 from .runtime.clock import Clock, GenerationScope
 from .runtime.region import Region
 
@@ -84,7 +86,7 @@ class ToCa(_NeverShared):
         if self.regions or self.fallbacks:
             log.info("toca_fx: another graph of %d nodes (a graph break or a recompile)", len(gm.graph.nodes))
         try:
-            analysis = analyse(gm)
+            analysis = analyse(gm, _placement())
             if self.auto_overrides is not None and analysis.sites:
                 self._choose_preset(analysis)
             choices = choose(analysis, self.config)
@@ -219,6 +221,18 @@ class ToCa(_NeverShared):
     def report(self) -> str:
         """One row per site: block, kind, policy, per-step ratio range and cache bytes."""
         return report.site_table(self.regions, self.clock.horizon)
+
+
+def _placement() -> Placement:
+    """Where the graph Dynamo is compiling sits in the compiled model, from the modules whose calls
+    are running: the innermost is the one whose forward is compiled, the model is the compiled one."""
+    running = modules_on_stack()
+    if not running:
+        return Placement()
+    compiled = compiled_module_on_stack()
+    model = original_module(compiled) if compiled is not None else running[-1]
+    path = next((name for name, module in model.named_modules() if module is running[0]), "")
+    return Placement(path, stacked_blocks(model))
 
 
 class _ToCaBackend(_NeverShared):

@@ -25,6 +25,9 @@ Compiler = Callable[[fx.GraphModule, list], Callable]
 # F.scaled_dot_product_attention both trace to the torch._C._nn entry; F.pad to torch._C._nn.pad.
 SDPA_FUNCTIONS = (F.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention)
 PAD_FUNCTIONS = (F.pad, torch._C._nn.pad)
+# flex_attention as Dynamo captures it: a higher-order op taking (query, key, value, score_mod, block_mask, ...)
+# and returning (out, logsumexp, ...) (torch 2.13).
+FLEX_ATTENTION = torch.ops.higher_order.flex_attention
 # The kernel CPU SDPA dispatches to (torch 2.13), which FlopCounterMode has no formula for.
 CPU_ATTENTION_KERNEL = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 
@@ -35,6 +38,12 @@ def example_value(node):
     if not isinstance(node, fx.Node):
         return None
     return node.meta.get("example_value", node.meta.get("val"))
+
+
+def is_module_state(placeholder: fx.Node) -> bool:
+    """Whether a Dynamo placeholder is a parameter or buffer of the compiled module (Dynamo names
+    them ``l_self_modules_..._parameters_weight_``, torch 2.13), rather than a call's input."""
+    return "_parameters_" in placeholder.name or "_buffers_" in placeholder.name
 
 
 def drop_example_value(node: fx.Node) -> None:
@@ -52,20 +61,40 @@ def register_backend(backend: Callable, name: str) -> None:
     torch._dynamo.register_backend(backend, name=name)
 
 
+def _module_calls():
+    """The ``self`` of every running ``Module.__call__`` (and ``OptimizedModule.__call__``), innermost
+    first. Only those frames' locals are read: reading a frame's ``f_locals`` (``sys._getframe``)
+    snapshots its locals, which would keep a user's tensors alive in a long-running frame."""
+    codes = {
+        torch.nn.Module._wrapped_call_impl.__code__,
+        torch.nn.Module._call_impl.__code__,
+        torch._dynamo.eval_frame.OptimizedModule.__call__.__code__,
+    }
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code in codes and isinstance(frame.f_locals.get("self"), torch.nn.Module):
+            yield frame.f_locals["self"]
+        frame = frame.f_back
+
+
 def compiled_module_on_stack() -> torch.nn.Module | None:
     """The compiled module whose call runs the caller: a ``torch.compile`` wrapper
     (``torch._dynamo.eval_frame.OptimizedModule``) or a module compiled in place with
-    ``Module.compile`` (which sets ``_compiled_call_impl``), found by walking up the stack
-    (``sys._getframe``)."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        owner = frame.f_locals.get("self")
-        if is_compile_wrapper(owner) or (
-            isinstance(owner, torch.nn.Module) and getattr(owner, "_compiled_call_impl", None) is not None
-        ):
-            return owner
-        frame = frame.f_back
+    ``Module.compile`` (which sets ``_compiled_call_impl``)."""
+    for module in _module_calls():
+        if is_compile_wrapper(module) or getattr(module, "_compiled_call_impl", None) is not None:
+            return module
     return None
+
+
+def modules_on_stack() -> list[torch.nn.Module]:
+    """The modules whose calls are running, innermost first: at compile time the first is the module
+    whose forward Dynamo compiles, the last the model the call entered."""
+    modules: list[torch.nn.Module] = []
+    for module in _module_calls():
+        if all(module is not m for m in modules):
+            modules.append(module)
+    return modules
 
 
 def in_place_compile(module: torch.nn.Module):

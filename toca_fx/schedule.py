@@ -64,11 +64,14 @@ def fresh_count(ratio: float, num_tokens: int) -> int:
     return min(num_tokens, math.floor(ratio * num_tokens + 1e-9))
 
 
-def build_schedule(config: ToCaConfig, num_steps: int, sites: Sequence[SiteSpec]) -> tuple[StepPlan, ...]:
-    """The plan of every step; a pure function of its arguments."""
+def build_schedule(
+    config: ToCaConfig, num_steps: int, sites: Sequence[SiteSpec], num_layers: int | None = None
+) -> tuple[StepPlan, ...]:
+    """The plan of every step; a pure function of its arguments. ``num_layers``: the model's depth
+    for the layer factor (default: the deepest site's layer + 1)."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1; got {num_steps!r}")
-    num_layers = max((site.layer for site in sites), default=0) + 1
+    num_layers = num_layers or max((site.layer for site in sites), default=0) + 1
     plans = []
     for step in range(num_steps):
         progress = _bucketed(step / num_steps, config.step_buckets)

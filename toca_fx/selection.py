@@ -14,10 +14,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def _shares(cfg_shared: bool, x: Tensor) -> bool:
+    """CFG halves share a selection only in an even batch: batch 1, or any odd batch, does not share
+    (a Python decision on a static size, so no branch in the compiled graph)."""
+    return cfg_shared and x.shape[0] % 2 == 0
+
+
 def _mean_halves(x: Tensor) -> Tensor:
     """Mean of the cond and uncond halves of a CFG batch."""
-    if x.shape[0] % 2:
-        raise ValueError(f"cfg_shared needs an even batch, got {x.shape[0]}")
     half = x.shape[0] // 2
     return 0.5 * (x[:half] + x[half:])
 
@@ -61,7 +65,7 @@ def attention_received(q, k, attn_mask=None, scale=None, chunk=256, cfg_shared=F
         part = _probs(q[..., rows, :], k, mask).mean(dim=1).sum(dim=1)
         received = part if received is None else received + part
     score = F.normalize(received, dim=-1)
-    if cfg_shared:
+    if _shares(cfg_shared, score):
         score = _mean_halves(score)
         return torch.cat([score, score])
     return score
@@ -74,6 +78,7 @@ def cross_attention_entropy(q, k, attn_mask=None, scale=None, cfg_shared=False) 
     halves get the same score.
     """
     attn = _probs(_scaled_query(q, scale), k.float(), attn_mask).mean(dim=1)
+    cfg_shared = _shares(cfg_shared, attn)
     if cfg_shared:
         attn = _mean_halves(attn)
     entropy = -(attn * torch.log(attn + 1e-7)).sum(dim=-1)
@@ -120,6 +125,7 @@ def select_fresh(
     """
     score = score.float()
     counter = counter.float()
+    cfg_shared = _shares(cfg_shared, score)
     if cfg_shared:
         score = _mean_halves(score)
         counter = _mean_halves(counter)
@@ -130,9 +136,9 @@ def select_fresh(
     return torch.cat([idx, idx]) if cfg_shared else idx
 
 
-def random_score(like: Tensor) -> Tensor:
+def random_score(like: Tensor, batch_dim: int = 0, dim: int = 1) -> Tensor:
     """Uniform random scores (B, N) for the "random" selector, which needs no attention map."""
-    return torch.rand(like.shape[:2], device=like.device, dtype=torch.float32)
+    return torch.rand(like.shape[batch_dim], like.shape[dim], device=like.device, dtype=torch.float32)
 
 
 def update_counter(counter: Tensor, idx: Tensor) -> Tensor:
@@ -140,22 +146,22 @@ def update_counter(counter: Tensor, idx: Tensor) -> Tensor:
     return (counter + 1).scatter(1, idx, torch.zeros_like(idx, dtype=counter.dtype))
 
 
-def _token_index(idx: Tensor, like_shape: torch.Size, dim: int) -> Tensor:
-    """Expand ``idx`` (B, k) to index ``dim`` of a tensor shaped like ``like_shape``."""
+def _token_index(idx: Tensor, like_shape: torch.Size, dim: int, batch_dim: int) -> Tensor:
+    """Expand ``idx`` (B, k) to index ``dim`` of a tensor shaped like ``like_shape`` whose batch is ``batch_dim``."""
     view = [1] * len(like_shape)
-    view[0], view[dim] = idx.shape
+    view[batch_dim], view[dim] = idx.shape
     shape = list(like_shape)
     shape[dim] = idx.shape[1]
     return idx.reshape(view).expand(shape)
 
 
-def gather_tokens(x: Tensor, idx: Tensor, dim: int = 1) -> Tensor:
+def gather_tokens(x: Tensor, idx: Tensor, dim: int = 1, batch_dim: int = 0) -> Tensor:
     """The tokens ``idx`` of ``x`` along ``dim``: the input of a partial-step branch."""
     dim = dim % x.dim()
-    return torch.gather(x, dim, _token_index(idx, x.shape, dim))
+    return torch.gather(x, dim, _token_index(idx, x.shape, dim, batch_dim))
 
 
-def scatter_tokens(cache: Tensor, idx: Tensor, values: Tensor, dim: int = 1) -> Tensor:
+def scatter_tokens(cache: Tensor, idx: Tensor, values: Tensor, dim: int = 1, batch_dim: int = 0) -> Tensor:
     """``cache`` with the tokens ``idx`` along ``dim`` replaced by ``values`` (out-of-place)."""
     dim = dim % cache.dim()
-    return cache.scatter(dim, _token_index(idx, values.shape, dim), values.to(cache.dtype))
+    return cache.scatter(dim, _token_index(idx, values.shape, dim, batch_dim), values.to(cache.dtype))

@@ -13,7 +13,8 @@ from ..contract import SitePolicy
 from ..lowering import example_value
 from .context import NO_CONTEXT, ContextWork, find_context
 from .graph import Ancestry, mutated_storage
-from .sites import Site, find_sites
+from .ops import draws_random_numbers
+from .sites import UNPLACED, Placement, Site, find_sites
 from .tokens import sdpa_operands
 
 ATTENTION_SCORES = ("attention", "cross_entropy")  # s1 (attention received), s2 (cross-attention entropy)
@@ -27,8 +28,11 @@ class RegionAnalysis:
     grids: dict[int, tuple[int, int]]  # site index -> the (h, w) token grid of its stream, where one is found
     timestep: int | None  # placeholder index of the timestep input, if the region has one
     batch: int
+    num_layers: int = 1  # the model's depth, for the layer factor
     mutated: frozenset[fx.Node] = frozenset()  # tensors the graph writes in place (their storage roots)
     context: ContextWork = NO_CONTEXT  # step-invariant values partial steps take from the full step
+
+    random: bool = False  # whether the graph draws random numbers
 
     @property
     def mutates_inputs(self) -> bool:
@@ -96,14 +100,19 @@ def _timestep_input(graph: fx.Graph) -> int | None:
     return None
 
 
-def analyse(gm: fx.GraphModule) -> RegionAnalysis:
-    sites = find_sites(gm.graph)
+def analyse(gm: fx.GraphModule, placement: Placement = UNPLACED) -> RegionAnalysis:
+    """The structure of one graph; ``placement``: where the graph sits in its model."""
+    sites, num_layers = find_sites(gm.graph, placement)
     layers = sorted({s.layer for s in sites if s.policy is SitePolicy.PARTIAL})
     score_attention = {layer: _score_attention([s for s in sites if s.layer == layer]) for layer in layers}
-    batch = example_value(sites[0].stream).shape[0] if sites else 1
+    batch = example_value(sites[0].stream).shape[sites[0].batch_axis] if sites else 1
     timestep = _timestep_input(gm.graph)
     mutated = frozenset(mutated_storage(gm.graph))
-    analysis = RegionAnalysis(sites, score_attention, _token_grids(gm.graph, sites), timestep, batch, mutated)
+    random = any(draws_random_numbers(n) for n in gm.graph.nodes)
+    grids = _token_grids(gm.graph, sites)
+    analysis = RegionAnalysis(
+        sites, score_attention, grids, timestep, batch, num_layers=num_layers, mutated=mutated, random=random
+    )
     if analysis.cacheable:
         analysis.context = find_context(gm, sites, timestep)
     return analysis

@@ -25,7 +25,7 @@ from ..lowering import example_value
 from . import counters
 from .flops import node_flops
 from .graph import Ancestry, tensor_args
-from .ops import RANDOM
+from .ops import draws_random_numbers
 from .sites import Site
 
 
@@ -55,7 +55,7 @@ def find_context(gm: fx.GraphModule, sites: list[Site], timestep: int | None) ->
     for node in graph.nodes:
         if node.op in ("placeholder", "output"):
             continue
-        if node.target in RANDOM or any(arg in dependent for arg in tensor_args(node)):
+        if draws_random_numbers(node) or any(arg in dependent for arg in tensor_args(node)):
             dependent.add(node)
         else:
             invariant.append(node)

@@ -18,12 +18,12 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from ..lowering import PAD_FUNCTIONS, SDPA_FUNCTIONS
+from ..lowering import FLEX_ATTENTION, PAD_FUNCTIONS, SDPA_FUNCTIONS
 
 SDPA = SDPA_FUNCTIONS
 MATMUL = frozenset({torch.matmul, operator.matmul, torch.bmm})
 WEIGHTED_OPS = frozenset(
-    {F.linear, torch.einsum, F.conv1d, F.conv2d, F.conv3d, torch.addmm, *MATMUL, *SDPA}
+    {F.linear, torch.einsum, F.conv1d, F.conv2d, F.conv3d, torch.addmm, torch.baddbmm, FLEX_ATTENTION, *MATMUL, *SDPA}
 )  # ops with weights or a contraction: what makes an add's operand a branch
 NORMS = frozenset({F.layer_norm, F.rms_norm, torch.layer_norm, torch.rms_norm})
 RANDOM = frozenset(
@@ -50,7 +50,11 @@ _REDUCTION_METHODS = {"sum", "mean", "amax", "amin", "var", "std", "norm", "logs
 
 FUNCTION_RULES: dict[object, str] = {
     **dict.fromkeys(SDPA, "sdpa"),
+    FLEX_ATTENTION: "flex_attention",
     **dict.fromkeys(MATMUL, "matmul"),
+    torch.baddbmm: "baddbmm",
+    # A new tensor shaped like the input: no value of the input reaches it.
+    **dict.fromkeys((torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like), "keep"),
     F.linear: "linear",
     **dict.fromkeys(NORMS, "norm"),
     **dict.fromkeys((F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, F.normalize), "softmax"),
@@ -80,7 +84,15 @@ METHOD_RULES: dict[str, str] = {
     **dict.fromkeys(_POINTWISE_METHODS, "pointwise"),
     **dict.fromkeys(("repeat", "repeat_interleave"), "repeat"),
 }
-MULTI_OUTPUT_RULES = frozenset({"split", "unbind"})  # rules whose op returns a tuple of tensors
+MULTI_OUTPUT_RULES = frozenset({"split", "unbind", "flex_attention"})  # ops that return a tuple of tensors
+
+
+def draws_random_numbers(node: fx.Node) -> bool:
+    """A random op (dropout counts only in training mode with p > 0)."""
+    if node.target is not F.dropout:
+        return node.target in RANDOM
+    bound = dict(zip(("input", "p", "training"), node.args)) | node.kwargs
+    return bool(bound.get("training", True)) and bound.get("p", 0.5) != 0
 
 
 def rule_for(node: fx.Node) -> str | None:

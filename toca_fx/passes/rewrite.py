@@ -209,7 +209,13 @@ def _partial(builder: _Builder, choices: Choices, index: int, site: Site) -> Non
         score = (
             builder.state(StateKey(StateKind.SCORE, site.layer))
             if source.attention is not None
-            else builder.call(selection.random_score, env[site.stream], meta=meta | {"role": "score"})
+            else builder.call(
+                selection.random_score,
+                env[site.stream],
+                site.batch_axis,
+                site.token_axis,
+                meta=meta | {"role": "score"},
+            )
         )
         idx = builder.call(
             selection.select_fresh,
@@ -225,7 +231,10 @@ def _partial(builder: _Builder, choices: Choices, index: int, site: Site) -> Non
             meta=meta | {"role": "select"},
         )
         gather = meta | {"role": "gather"}
-        fresh = {site.stream: builder.call(selection.gather_tokens, env[site.stream], idx, 1, meta=gather)}
+        stream = builder.call(
+            selection.gather_tokens, env[site.stream], idx, site.token_axis, site.batch_axis, meta=gather
+        )
+        fresh = {site.stream: stream}
         for j, node in enumerate(site.interior):
             rows = builder.state(StateKey(StateKind.INTERIOR, index, j))
             gathered = builder.call(selection.gather_tokens, rows, idx, flow.dims[node], meta=gather)
@@ -242,6 +251,7 @@ def _partial(builder: _Builder, choices: Choices, index: int, site: Site) -> Non
             idx,
             fresh[site.output],
             flow.dims[site.output],
+            site.batch_axis,
             meta=meta | {"role": "scatter"},
         )
         restored = builder.from_cache(new_cache, site, site.output)

@@ -16,7 +16,11 @@ Each site is then classified with the token analysis (:mod:`.tokens`):
   ``joint_attention`` when the stream's tokens are joined with another stream's before it);
 * a mixing op joined with token-local work before the output (FLUX single-stream) → ``partial``
   (``mixed``): the mixing op's rows come from an interior cache;
-* anything the analysis cannot prove → ``full`` (exact recompute), with the reason.
+* anything the analysis cannot prove → ``reuse`` with the reason: only the output and the residual
+  add need to be understood to serve the whole branch from its cache, as FORA does;
+* a branch that draws random numbers → ``full``: reusing it would replay one step's draw.
+
+A sequence-first stream, (N, B, C), is told by its batch axis (the size of the call's inputs' batch).
 
 Joint attention computes one mixing core for two streams (SD3, FLUX double-stream)::
 
@@ -40,10 +44,10 @@ import torch
 import torch.fx as fx
 
 from ..contract import SitePolicy
-from ..lowering import example_value
+from ..lowering import example_value, is_module_state
 from . import counters
 from .graph import Ancestry, module_path
-from .ops import MATMUL, SDPA, WEIGHTED_OPS
+from .ops import MATMUL, SDPA, WEIGHTED_OPS, draws_random_numbers
 from .prove import prove_at_token_count
 from .tokens import TokenFlow, Unprovable, cast_source, sdpa_operands, trace_tokens, value_args
 
@@ -67,10 +71,15 @@ class Site:
     interior: list[fx.Node] = field(default_factory=list)
     attention: fx.Node | None = None
     layer: int = 0
+    token_axis: int = 1  # of the stream: 1 for (B, N, C), 0 for a sequence-first (N, B, C) stream
+
+    @property
+    def batch_axis(self) -> int:
+        return 1 - self.token_axis
 
     @property
     def num_tokens(self) -> int:
-        return example_value(self.stream).shape[1]
+        return example_value(self.stream).shape[self.token_axis]
 
     @property
     def name(self) -> str:
@@ -122,8 +131,10 @@ def _peel_tail(branch: fx.Node, stream_nodes: set[fx.Node]) -> fx.Node:
 
 
 def _classify(site: Site) -> None:
-    flow = trace_tokens(site.nodes, site.stream)
+    flow = trace_tokens(site.nodes, site.stream, site.token_axis)
     site.flow = flow
+    if site.token_axis != 1 and example_value(site.output).shape != example_value(site.stream).shape:
+        raise Unprovable("a sequence-first branch whose output is not laid out as its stream")
     attention = [n for n in site.nodes if n.target in SDPA]
     site.attention = attention[0] if attention else None
     tainted: set[fx.Node] = set()
@@ -146,6 +157,8 @@ def _classify(site: Site) -> None:
         return
     site.kind, site.policy = "mixed", SitePolicy.PARTIAL
     site.interior = list(dict.fromkeys(a for n in joins for a in value_args(n) if a in tainted))
+    if site.token_axis != 1:
+        raise Unprovable("a sequence-first stream whose token-mixing rows meet token-local work")
     if any(n in flow.extra_rows for n in site.interior):
         raise Unprovable("a token-mixing result joined with token-local work still carries another stream's rows")
 
@@ -178,10 +191,10 @@ def _outside_uses(site: Site, tail: set[fx.Node]) -> list[tuple[fx.Node, fx.Node
 def _settle_shared_nodes(sites: list[Site], outside: list[list[tuple[fx.Node, fx.Node]]]) -> None:
     """Sites whose nodes are also used outside them (a core shared by two streams' sites).
 
-    A reused site may share nodes with other reused sites: at partial steps nobody needs the core.
+    A reused site may share nodes with anything: at partial steps the nodes others need still run.
     A partial site may share them with a site of a shorter (or equally long, later) stream, which is
     then reused: the partial step's fresh computation carries the shorter stream's rows anyway
-    (CogVideoX's FF over text + video). Any other sharing makes the site recompute fully.
+    (CogVideoX's FF over text + video). A partial site with any other sharing is reused whole.
     """
     owner = {n: site for site in sites for n in site.nodes}
 
@@ -207,24 +220,77 @@ def _settle_shared_nodes(sites: list[Site], outside: list[list[tuple[fx.Node, fx
                 demoted.add(index)
                 site.reason = f"shares its token-local core with {longer.name}: reused whole at partial steps"
                 settled = False
-        for index, site in enumerate(sites):
-            left = stray(index, site) if site.policy is not SitePolicy.FULL else []
-            if left and (site.policy is SitePolicy.REUSE or any(owner.get(u) is None for _, u in left)):
-                _recompute_fully(site, *left[0])
-                settled = False
-    for index, site in enumerate(sites):  # partial sites whose partner stayed partial
-        left = stray(index, site) if site.policy is not SitePolicy.FULL else []
+    for index, site in enumerate(sites):
+        left = stray(index, site) if site.policy is SitePolicy.PARTIAL else []
         if left:
-            _recompute_fully(site, *left[0])
+            node, user = left[0]
+            site.policy = SitePolicy.REUSE
+            site.reason = f"{node.name} is also used outside the branch by {user.name}: reused whole at partial steps"
 
 
-def _recompute_fully(site: Site, node: fx.Node, user: fx.Node) -> None:
-    site.policy, site.reason = SitePolicy.FULL, f"{node.name} is also used outside the branch by {user.name}"
+def _token_axis(stream: fx.Node, batch_sizes: set[int]) -> int:
+    """1 for a (B, N, C) stream; 0 for a sequence-first (N, B, C) one, told by which axis has the
+    batch size of the call's inputs (ambiguous sizes keep the usual layout)."""
+    first, second = example_value(stream).shape[:2]
+    return 0 if second in batch_sizes and first not in batch_sizes else 1
 
 
-def find_sites(graph: fx.Graph) -> list[Site]:
-    """All residual sites of ``graph`` in graph order, classified."""
+def _batch_sizes(graph: fx.Graph) -> set[int]:
+    """Leading sizes of the call's own tensor inputs of 3 or more dims (latents, text embeddings)."""
+    inputs = [n for n in graph.nodes if n.op == "placeholder" and not is_module_state(n)]
+    return {v.shape[0] for v in map(example_value, inputs) if isinstance(v, torch.Tensor) and v.dim() >= 3}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a graph sits in its model: the path of the module whose forward it is (a block's, when
+    graph breaks make Dynamo compile each block on its own), and the model's stacked blocks (the
+    elements of its outermost module lists) in order: the layers of the layer factor."""
+
+    prefix: str = ""
+    stacked: tuple[str, ...] = ()
+
+
+UNPLACED = Placement()  # a graph seen alone: layers numbered by its own blocks
+
+
+def stacked_blocks(model: torch.nn.Module) -> tuple[str, ...]:
+    """The elements of ``model``'s module lists that lie in no other such element, in order."""
+    blocks: list[str] = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList):
+            for i in range(len(module)):
+                block = f"{name}.{i}" if name else str(i)
+                if not any(block.startswith(outer + ".") for outer in blocks):
+                    blocks.append(block)
+    return tuple(blocks)
+
+
+def _number_layers(sites: list[Site], placement: Placement) -> int:
+    """Name each site's block within the model, give it the layer of its stacked block (a site in
+    none takes the nearest before it, else after it) and return the number of layers."""
+    for site in sites:
+        site.block = ".".join(part for part in (placement.prefix, site.block) if part)
+    if not placement.stacked:
+        blocks = list(dict.fromkeys(s.block for s in sites))
+        for site in sites:
+            site.layer = blocks.index(site.block)
+        return len(blocks)
+    order = {block: i for i, block in enumerate(placement.stacked)}
+    layers = [
+        next((order[b] for b in order if site.block == b or site.block.startswith(b + ".")), None) for site in sites
+    ]
+    known = [layer for layer in layers if layer is not None] or [0]
+    previous = known[0]
+    for site, layer in zip(sites, layers):
+        previous = site.layer = previous if layer is None else layer
+    return len(placement.stacked)
+
+
+def find_sites(graph: fx.Graph, placement: Placement = UNPLACED) -> tuple[list[Site], int]:
+    """All residual sites of ``graph`` in graph order, classified, and the number of layers."""
     ancestry = Ancestry(graph)
+    batch_sizes = _batch_sizes(graph)
     sites: list[Site] = []
     outside: list[list[tuple[fx.Node, fx.Node]]] = []
     for node in graph.nodes:
@@ -246,13 +312,20 @@ def find_sites(graph: fx.Graph) -> list[Site]:
             output=output,
             residual=node,
             nodes=[n for n in nodes if n not in tail],
+            token_axis=_token_axis(stream, batch_sizes),
         )
         try:
             _classify(site)
             _prove(site)
-        except Unprovable as exc:
-            site.policy, site.reason = SitePolicy.FULL, str(exc)
+        except Unprovable as exc:  # not proven token-local: reused whole at partial steps, as FORA does
+            site.policy, site.reason = (
+                SitePolicy.REUSE,
+                f"not proven token-local ({exc}): reused whole at partial steps",
+            )
             site.kind = "self_attention" if any(n.target in SDPA for n in site.nodes) else "mlp"
+            site.interior = []
+        if any(draws_random_numbers(n) for n in site.nodes):  # reuse would replay one step's draw at another
+            site.policy, site.reason = SitePolicy.FULL, "draws random numbers: recomputed at every step, never reused"
         sites.append(site)
         outside.append(_outside_uses(site, tail))
     kept = {id(site) for site in _innermost(sites)}
@@ -260,10 +333,7 @@ def find_sites(graph: fx.Graph) -> list[Site]:
     sites = [site for site in sites if id(site) in kept]
     _settle_shared_nodes(sites, outside)
     counters.update(f"site:{s.kind}:{s.policy}" for s in sites)
-    blocks = list(dict.fromkeys(s.block for s in sites))
-    for site in sites:
-        site.layer = blocks.index(site.block)
-    return sites
+    return sites, _number_layers(sites, placement)
 
 
 def _innermost(sites: list[Site]) -> list[Site]:

@@ -243,8 +243,9 @@ class _Tracer:
         return self.along(node, x, dim, mixes=True)
 
     def rule_unbind(self, node, x, ins) -> int:
-        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-        return self.along(node, x, dim, mixes=False)
+        dim = _norm_dim(node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0), example_value(x).dim())
+        token = self.along(node, x, dim, mixes=False)
+        return token - (dim < token)  # the unbound axis is gone from each element
 
     def rule_split(self, node, x, ins) -> int:
         dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
@@ -447,6 +448,27 @@ class _Tracer:
             if mask in self.dims or _shape(mask)[-2] != 1:
                 raise Unprovable("SDPA mask indexed by query token")
         return self.dims[q]
+
+    def rule_flex_attention(self, node, x, ins) -> int:
+        """flex_attention(query, key, value, score_mod, block_mask, ...) -> (out, logsumexp): mixing
+        when keys or values come from the stream; its score and mask functions see every key."""
+        q, k, v = node.args[:3]
+        if q not in self.dims or k in self.dims or v in self.dims:
+            self.mixing.add(node)
+        if q not in self.dims:
+            return self.dims[k if k in self.dims else v]
+        if self.dims[q] != example_value(q).dim() - 2:
+            raise Unprovable("flex_attention whose query token axis is not dim -2")
+        return self.dims[q]
+
+    def rule_baddbmm(self, node, x, ins) -> int:
+        """baddbmm(input, a, b) = input + a @ b: a matmul, then a pointwise add."""
+        a, b = node.args[1:3]
+        products = [n for n in (a, b) if n in self.dims]
+        if not products:
+            return self.rule_pointwise(node, x, ins)
+        self.mixing.add(node)  # batched products over the stream: attention scores
+        return self.dims[products[0]]
 
     def rule_matmul(self, node, x, ins) -> int:
         a, b = node.args[:2]

@@ -49,6 +49,8 @@ class Region:
         self.runs = Counter()  # steps run, by variant type (counted on the first call slot)
         self.failure: str | None = None  # why this region fell back to running uncached
         self.checked: set = set()  # variant keys whose first outputs passed the self-check
+        # Outputs compare only where running the graph again neither draws new random numbers nor changes its inputs.
+        self.checkable = self.config.self_check and not analysis.random and not analysis.mutates_inputs
         self._context_placeholders = sorted({i for inputs in analysis.context.inputs for i in inputs})
         self.owner_known = False  # whether the caches are tied to the compiled module's lifetime
 
@@ -56,7 +58,7 @@ class Region:
     def schedule(self, num_steps: int) -> tuple[StepPlan, ...]:
         """The step plans, with each site's k as the tokens it really computes (a reused site all or none)."""
         if num_steps not in self.schedules:
-            plans = build_schedule(self.config, num_steps, self.specs)
+            plans = build_schedule(self.config, num_steps, self.specs, self.analysis.num_layers)
             self.schedules[num_steps] = tuple(replace(p, fresh=self._computed(p.fresh)) for p in plans)
         return self.schedules[num_steps]
 
@@ -103,7 +105,7 @@ class Region:
         try:
             key, variant, code = self.variants.get(request, args, lambda v: self._inputs(state, v, request))
             outputs = code(*args, *self._inputs(state, variant, request))
-            if key not in self.checked and self.config.self_check and not self.analysis.mutates_inputs:
+            if key not in self.checked and self.checkable:
                 self._self_check(request, variant, code, outputs, args)
                 self.checked.add(key)
         except Exception as exc:  # never break the model nor give a wrong output: run uncached from now on
@@ -151,8 +153,10 @@ class Region:
     def _state(self, state: SlotState, key: StateKey) -> torch.Tensor:
         value = state.tensors.get(key)
         if value is None and key.kind is StateKind.COUNTER:  # all tokens fresh after a full refresh
-            stream = example_value(self.analysis.sites[key.index].stream)
-            value = torch.zeros(stream.shape[:2], dtype=torch.float32, device=stream.device)
+            site = self.analysis.sites[key.index]
+            stream = example_value(site.stream)
+            shape = (stream.shape[site.batch_axis], stream.shape[site.token_axis])
+            value = torch.zeros(shape, dtype=torch.float32, device=stream.device)
         return value
 
     def _fail(self, request: StepRequest, exc: Exception, generation) -> None:
