@@ -57,6 +57,8 @@ def _uncached(toca: ToCa) -> list[str]:
     notes = [f"- region {r}: {note}" for r, region in enumerate(toca.regions) for note in region.choices.notes]
     notes += [f"- region {r}: {region.choices.grid_note}" for r, region in enumerate(toca.regions)]
     out = ["", "left uncached:", *(reasons or ["- nothing: every site is partial or reused between full steps"])]
+    out += ["", "reused whole, though it does not mix tokens (a partial step could recompute it if proven):"]
+    out += [f"- {s.name}: {s.reason}" for s in toca.sites if s.fallback] or ["- none"]
     return out + ["", "notes:", *notes] if notes else out
 
 

@@ -40,6 +40,12 @@ def example_value(node):
     return node.meta.get("example_value", node.meta.get("val"))
 
 
+def is_higher_order_op(target) -> bool:
+    """A higher-order op (``torch._ops.HigherOrderOperator``: flex_attention, cond, ...), whose
+    subgraph arguments fake-tensor interpreters outside Dynamo cannot always run."""
+    return isinstance(target, torch._ops.HigherOrderOperator)
+
+
 def is_module_state(placeholder: fx.Node) -> bool:
     """Whether a Dynamo placeholder is a parameter or buffer of the compiled module (Dynamo names
     them ``l_self_modules_..._parameters_weight_``, torch 2.13), rather than a call's input."""
@@ -65,14 +71,14 @@ def _module_calls():
     """The ``self`` of every running ``Module.__call__`` (and ``OptimizedModule.__call__``), innermost
     first. Only those frames' locals are read: reading a frame's ``f_locals`` (``sys._getframe``)
     snapshots its locals, which would keep a user's tensors alive in a long-running frame."""
-    codes = {
+    codes = (
         torch.nn.Module._wrapped_call_impl.__code__,
         torch.nn.Module._call_impl.__code__,
         torch._dynamo.eval_frame.OptimizedModule.__call__.__code__,
-    }
+    )
     frame = sys._getframe(2)
-    while frame is not None:
-        if frame.f_code in codes and isinstance(frame.f_locals.get("self"), torch.nn.Module):
+    while frame is not None:  # by identity: Dynamo's generated code objects can hold unhashable constants
+        if any(frame.f_code is code for code in codes) and isinstance(frame.f_locals.get("self"), torch.nn.Module):
             yield frame.f_locals["self"]
         frame = frame.f_back
 

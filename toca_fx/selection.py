@@ -161,6 +161,15 @@ def gather_tokens(x: Tensor, idx: Tensor, dim: int = 1, batch_dim: int = 0) -> T
     return torch.gather(x, dim, _token_index(idx, x.shape, dim, batch_dim))
 
 
+def gather_side(side: Tensor, idx: Tensor, at: int, out_ndim: int) -> Tensor:
+    """Rows ``idx`` (B, k) of a side input laid out by token along its axis ``at``, read by a pointwise
+    op whose ``out_ndim``-dim output has the batch first: the side input broadcast to the batch."""
+    pad = out_ndim - side.dim()
+    side = side.reshape((1,) * pad + tuple(side.shape))
+    side = side.expand(idx.shape[0], *side.shape[1:])
+    return gather_tokens(side, idx, at + pad, 0)
+
+
 def scatter_tokens(cache: Tensor, idx: Tensor, values: Tensor, dim: int = 1, batch_dim: int = 0) -> Tensor:
     """``cache`` with the tokens ``idx`` along ``dim`` replaced by ``values`` (out-of-place)."""
     dim = dim % cache.dim()

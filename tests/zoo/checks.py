@@ -48,8 +48,9 @@ def max_abs_diff(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> 
 
 
 def relative_error(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
-    """Worst step's ||out - ref|| / ||ref||."""
-    return max(float((o - r).norm() / r.norm()) for o, r in zip(outputs, reference))
+    """Worst step's ||out - ref|| / ||ref|| (absolute where the reference is all zeros, as the
+    output of a model with a zero-initialised last layer is)."""
+    return max(float((o - r).norm() / (r.norm() if r.norm() > 0 else 1)) for o, r in zip(outputs, reference))
 
 
 @dataclass
@@ -58,7 +59,8 @@ class Checks:
 
     sites: Counter  # "kind/policy" -> count
     blocks: dict[str, Counter]  # block -> "kind/policy" -> count
-    reasons: list[str]  # why each uncached site (policy full) and each fallback region is uncached
+    reasons: list[str]  # why each site recomputed at every step (policy full) is
+    not_partial: list[str]  # why each site reused for another reason than mixing tokens is not partial
     regions: int
     interval_one_diff: float  # max |toca - uncached| with interval=1
     recompute_all_diff: float  # max |toca - uncached| with every token recomputed at partial steps
@@ -68,6 +70,7 @@ class Checks:
     default_partial_steps: int
     flops_speedup: float  # uncached / ToCa FLOPs over FLOPS_STEPS steps at the default preset (0: not run)
     warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # regions that fell back to uncached (self-check, errors)
 
     def blocks_with(self, *policies: str) -> int:
         return sum(any(key.endswith(policies) for key in counts) for counts in self.blocks.values())
@@ -88,13 +91,18 @@ def run_checks(case: Case, compiler: str = "eager", steps: int = STEPS, flops: b
     """Compile ``case`` three times (interval 1, every token recomputed, default preset) and compare
     each run with the uncached model; ``flops=False`` skips the FLOPs-ideal speedup (slow)."""
     reference = sample(case, case.model, steps)
-    toca, model = compile_toca(case, compiler=compiler, interval=1)
-    interval_one = max_abs_diff(generate(case, toca, model, steps), reference)
-    toca, model = compile_toca(case, compiler=compiler, interval=3, **RECOMPUTE_ALL)
-    recompute_all = max_abs_diff(generate(case, toca, model, steps), reference)
-    recompute_steps = toca.stats["partial_steps"]
-    toca, model = compile_toca(case, compiler=compiler)
-    outputs = generate(case, toca, model, steps)
+    failures = []
+
+    def run(**overrides):
+        toca, model = compile_toca(case, compiler=compiler, **overrides)
+        outputs = generate(case, toca, model, steps)
+        failures.extend(region.failure for region in toca.regions if region.failure)
+        return toca, outputs
+
+    interval_one = max_abs_diff(run(interval=1)[1], reference)
+    toca, outputs = run(interval=3, **RECOMPUTE_ALL)
+    recompute_all, recompute_steps = max_abs_diff(outputs, reference), toca.stats["partial_steps"]
+    toca, outputs = run()
     uncached, cached = toca.predicted_flops(FLOPS_STEPS) if flops else (0.0, 0.0)
     blocks: dict[str, Counter] = {}
     for site in toca.sites:
@@ -104,6 +112,7 @@ def run_checks(case: Case, compiler: str = "eager", steps: int = STEPS, flops: b
         sites=Counter(f"{s.kind}/{s.policy}" for s in toca.sites),
         blocks=blocks,
         reasons=[f"{s.block or '<root>'}:{s.kind}: {s.reason}" for s in toca.sites if s.policy == "full"],
+        not_partial=[s.reason for s in toca.sites if s.fallback],
         regions=toca.stats["regions"],
         interval_one_diff=interval_one,
         recompute_all_diff=recompute_all,
@@ -113,4 +122,5 @@ def run_checks(case: Case, compiler: str = "eager", steps: int = STEPS, flops: b
         default_partial_steps=toca.stats["partial_steps"],
         flops_speedup=uncached / cached if cached else 0.0,
         warnings=list(toca.fallbacks),
+        failures=failures,
     )

@@ -7,7 +7,7 @@ import torch
 import torch.fx as fx
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_flop_count
 
-from ..lowering import CPU_ATTENTION_KERNEL, example_value, fake_mode
+from ..lowering import CPU_ATTENTION_KERNEL, FLEX_ATTENTION, example_value, fake_mode, is_higher_order_op
 
 
 def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -31,16 +31,44 @@ class _Counting(fx.Interpreter):
     def run_node(self, node):
         if self.only is not None and node.op not in ("placeholder", "output") and node not in self.only:
             return None
+        if is_higher_order_op(node.target):  # its subgraphs do not run here: shapes from Dynamo, attention's formula
+            self.flops[node.name] = _higher_order_flops(node)
+            return _fakes_like(example_value(node))
         before = self.counter.get_total_flops()
-        result = super().run_node(node)
+        try:
+            result = super().run_node(node)
+        except Exception:  # e.g. functorch's vmap internals of a mask builder: Dynamo's shapes, 0 FLOPs
+            if example_value(node) is None:
+                raise
+            self.flops[node.name] = 0
+            return _fakes_like(example_value(node))
         self.flops[node.name] = self.counter.get_total_flops() - before
         return result
+
+
+def _higher_order_flops(node: fx.Node) -> int:
+    """flex_attention counts as attention (torch's SDPA formula); other higher-order ops as 0."""
+    if node.target is not FLEX_ATTENTION:
+        return 0
+    q, k, v = (example_value(a) for a in node.args[:3])
+    return sdpa_flop_count(q.shape, k.shape, v.shape)
+
+
+def _fakes_like(value):
+    """Fresh fake tensors (in the active fake mode) shaped like Dynamo's recorded ``value``."""
+    if isinstance(value, (tuple, list)):
+        return type(value)(_fakes_like(v) for v in value)
+    if isinstance(value, torch.Tensor):
+        return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=value.device)
+    return value
 
 
 def node_flops(module: fx.GraphModule, inputs: list | None = None, only: set[fx.Node] | None = None) -> dict[str, int]:
     """FLOPs of every node of ``module`` (or of the nodes ``only``, which must not read any other
     node), by node name, for inputs shaped like ``inputs`` (default: the example values Dynamo
-    recorded on the placeholders)."""
+    recorded on the placeholders). A node this fake-tensor interpreter cannot run outside Dynamo
+    (a higher-order op's subgraphs, functorch internals) takes the shapes Dynamo recorded and counts 0,
+    except flex_attention, which counts as attention."""
     if inputs is None:
         inputs = [example_value(n) for n in module.graph.nodes if n.op == "placeholder"]
     mode = fake_mode()

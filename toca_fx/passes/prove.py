@@ -18,7 +18,7 @@ import torch.fx as fx
 
 from ..lowering import example_value, fake_mode
 from .graph import ValueRecorder
-from .tokens import Unprovable, set_token_count
+from .tokens import Unprovable, fresh_copy
 
 
 def _fake_like(mode, value: torch.Tensor, dim: int | None = None, tokens: int = 0):
@@ -45,14 +45,16 @@ def prove_at_token_count(site, tokens: int) -> None:
     placeholder(site.stream, flow.dims[site.stream])
     for node in site.interior:
         placeholder(node, flow.dims[node])
+
+    def take_rows(value: fx.Node, at: int, node: fx.Node) -> fx.Node:
+        return graph.call_method("narrow", (value, at, 0, tokens))
+
     fresh = site.fresh_nodes()
     for node in fresh:
         for arg in node.all_input_nodes:
             if arg not in env and arg not in fresh:
                 placeholder(arg, None)
-        copy = graph.node_copy(node, lambda a: env[a])
-        set_token_count(copy, flow.token_args.get(node, ()), tokens)
-        env[node] = copy
+        env[node] = fresh_copy(graph, node, flow, env.__getitem__, tokens, take_rows)
     graph.output(env[site.output])
     interpreter = ValueRecorder(fx.GraphModule(torch.nn.Module(), graph))
     try:

@@ -36,7 +36,7 @@ from .analysis import RegionAnalysis
 from .choices import Choices
 from .graph import is_impure, storage_root
 from .sites import Site
-from .tokens import sdpa_operands, set_token_count
+from .tokens import fresh_copy, sdpa_operands
 
 
 @dataclass
@@ -76,6 +76,9 @@ class _Builder:
         self.env: dict[fx.Node, fx.Node] = {}
         outputs = self.graph.graph_copy(gm.graph, self.env)
         self.model_outputs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+        # What the original graph runs without using the result is there for its effect (an in-place
+        # write, functorch's vmap nesting): dead-code elimination removes only what the rewrite made dead.
+        self.kept = {self.env[n] for n in gm.graph.nodes if not n.users and n.op not in ("output", "placeholder")}
         self.last_placeholder = [n for n in self.graph.nodes if n.op == "placeholder"][-1]
         self.inputs: list[StateKey] = []
         self.placeholders: dict[StateKey, fx.Node] = {}
@@ -107,7 +110,7 @@ class _Builder:
     def finish(self) -> Variant:
         keys = list(self.outputs)
         self.graph.output(tuple(self.model_outputs) + tuple(self.outputs[k] for k in keys))
-        self.graph.eliminate_dead_code(is_impure_node=is_impure)
+        self.graph.eliminate_dead_code(is_impure_node=lambda node: node in self.kept or is_impure(node))
         module = fx.GraphModule(self.gm, self.graph)
         return Variant(module, self.inputs, keys, len(self.model_outputs))
 
@@ -239,11 +242,15 @@ def _partial(builder: _Builder, choices: Choices, index: int, site: Site) -> Non
             rows = builder.state(StateKey(StateKind.INTERIOR, index, j))
             gathered = builder.call(selection.gather_tokens, rows, idx, flow.dims[node], meta=gather)
             fresh[node] = builder.from_cache(gathered, site, node)
+
+        def rows_of(value: fx.Node, at: int, node: fx.Node) -> fx.Node:
+            out_ndim = example_value(node).dim()
+            return builder.call(selection.gather_side, value, idx, at, out_ndim, meta=gather)
+
         for node in site.fresh_nodes():
-            copy = graph.node_copy(node, lambda a: fresh.get(a, env.get(a)))
+            copy = fresh_copy(graph, node, flow, lambda a: fresh.get(a, env.get(a)), k, rows_of)
             copy.meta = {**node.meta, "toca": meta | {"role": "fresh"}}
             drop_example_value(copy)
-            set_token_count(copy, flow.token_args.get(node, ()), k)
             fresh[node] = copy
         new_cache = builder.call(
             selection.scatter_tokens,

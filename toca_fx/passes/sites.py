@@ -49,7 +49,7 @@ from . import counters
 from .graph import Ancestry, module_path
 from .ops import MATMUL, SDPA, WEIGHTED_OPS, draws_random_numbers
 from .prove import prove_at_token_count
-from .tokens import TokenFlow, Unprovable, cast_source, sdpa_operands, trace_tokens, value_args
+from .tokens import TokenFlow, Unprovable, cast_source, constant_along, sdpa_operands, trace_tokens, value_args
 
 _ADDS = {operator.add, torch.add, operator.iadd}
 _PEELABLE = {operator.mul, torch.mul, operator.truediv, torch.div, operator.add, torch.add}
@@ -72,6 +72,7 @@ class Site:
     attention: fx.Node | None = None
     layer: int = 0
     token_axis: int = 1  # of the stream: 1 for (B, N, C), 0 for a sequence-first (N, B, C) stream
+    fallback: bool = False  # reused because it could not be made partial, not because it mixes tokens
 
     @property
     def batch_axis(self) -> int:
@@ -115,7 +116,7 @@ def _is_residual_add(node: fx.Node, ancestry: Ancestry) -> tuple[fx.Node, fx.Nod
     return None
 
 
-def _peel_tail(branch: fx.Node, stream_nodes: set[fx.Node]) -> fx.Node:
+def _peel_tail(branch: fx.Node, stream_nodes: set[fx.Node], token_axis: int) -> fx.Node:
     """Walk up pointwise ops whose other operand is independent of the stream and constant over tokens."""
     node = branch
     while node.op == "call_function" and node.target in _PEELABLE and len(node.users) == 1:
@@ -124,7 +125,7 @@ def _peel_tail(branch: fx.Node, stream_nodes: set[fx.Node]) -> fx.Node:
         if len(inner) != 1 or (node.target in (operator.truediv, torch.div) and node.args[0] is not inner[0]):
             break
         side = [a for a in inputs if a is not inner[0]]
-        if any(a.dim() >= 2 and a.shape[-2] != 1 for a in map(example_value, side)):
+        if not all(constant_along(a, token_axis, example_value(node).dim()) for a in side):
             break
         node = inner[0]
     return node
@@ -216,7 +217,7 @@ def _settle_shared_nodes(sites: list[Site], outside: list[list[tuple[fx.Node, fx
                 continue
             if all(o.policy is SitePolicy.PARTIAL and key(o) > key(site) for o in others):
                 longer = max(others, key=key)
-                site.policy = SitePolicy.REUSE
+                site.policy, site.fallback = SitePolicy.REUSE, True
                 demoted.add(index)
                 site.reason = f"shares its token-local core with {longer.name}: reused whole at partial steps"
                 settled = False
@@ -224,7 +225,7 @@ def _settle_shared_nodes(sites: list[Site], outside: list[list[tuple[fx.Node, fx
         left = stray(index, site) if site.policy is SitePolicy.PARTIAL else []
         if left:
             node, user = left[0]
-            site.policy = SitePolicy.REUSE
+            site.policy, site.fallback = SitePolicy.REUSE, True
             site.reason = f"{node.name} is also used outside the branch by {user.name}: reused whole at partial steps"
 
 
@@ -301,7 +302,8 @@ def find_sites(graph: fx.Graph, placement: Placement = UNPLACED) -> tuple[list[S
         nodes = ancestry.between(stream, branch)
         if not any(n.target in WEIGHTED_OPS for n in nodes):
             continue
-        output = _peel_tail(branch, set(nodes))
+        token_axis = _token_axis(stream, batch_sizes)
+        output = _peel_tail(branch, set(nodes), token_axis)
         tail = {n for n in nodes if ancestry.is_ancestor(output, n)} | {node}
         site = Site(
             block=module_path(node),
@@ -312,7 +314,7 @@ def find_sites(graph: fx.Graph, placement: Placement = UNPLACED) -> tuple[list[S
             output=output,
             residual=node,
             nodes=[n for n in nodes if n not in tail],
-            token_axis=_token_axis(stream, batch_sizes),
+            token_axis=token_axis,
         )
         try:
             _classify(site)
@@ -323,7 +325,7 @@ def find_sites(graph: fx.Graph, placement: Placement = UNPLACED) -> tuple[list[S
                 f"not proven token-local ({exc}): reused whole at partial steps",
             )
             site.kind = "self_attention" if any(n.target in SDPA for n in site.nodes) else "mlp"
-            site.interior = []
+            site.interior, site.fallback = [], True
         if any(draws_random_numbers(n) for n in site.nodes):  # reuse would replay one step's draw at another
             site.policy, site.reason = SitePolicy.FULL, "draws random numbers: recomputed at every step, never reused"
         sites.append(site)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
@@ -54,6 +54,11 @@ class TokenFlow:
     token_indexed: dict[fx.Node, str]
     joined: frozenset[fx.Node]  # cats along the token axis that join another stream's tokens (joint attention)
     extra_rows: dict[fx.Node, int]  # values that carry another stream's rows besides the stream's N
+    # node -> (side input, its axis for the tokens): side inputs of pointwise ops that span the token
+    # axis. A fresh-token copy of the node reads the first row of one constant along it (an adaLN
+    # shift expanded to every token) and the fresh tokens' rows of one laid out by token (a
+    # positional table, a per-token modulation): a pointwise op needs row j of it for token j.
+    sides: dict[fx.Node, tuple[tuple[fx.Node, int, bool], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,25 @@ def _getitem_dim(index, dim, ndim) -> tuple[int, object]:
     raise Unprovable("getitem lost the token axis")
 
 
+def constant_along(side: fx.Node, axis: int, out_ndim: int, depth: int = 8) -> bool:
+    """Whether ``side``, broadcast into an ``out_ndim``-dim result, is constant along its ``axis``: it
+    has size 1 there, is an ``expand`` from size 1 there (``t[None].expand(N, -1, -1)``), or is
+    pointwise math (casts, copies) over such values, followed back ``depth`` ops at most."""
+    shape = _shape(side)
+    if shape is None:
+        return True  # a number
+    at = axis - (out_ndim - len(shape))
+    if at < 0 or shape[at] == 1:
+        return True
+    if depth == 0:
+        return False
+    if is_method(side, "expand") and isinstance(side.args[0], fx.Node):
+        return constant_along(side.args[0], axis, out_ndim, depth - 1)
+    if rule_for(side) in ("pointwise", "keep") and side.target not in (torch.where,):
+        return all(constant_along(a, axis, out_ndim, depth - 1) for a in tensor_args(side))
+    return False
+
+
 def value_args(node: fx.Node) -> list[fx.Node]:
     """Inputs whose values (not only dtype) reach the output: ``x.type_as(y)`` reads only ``x``."""
     if is_method(node, *DTYPE_ONLY_METHODS) and isinstance(node.args[0], fx.Node):
@@ -151,6 +175,7 @@ class _Tracer:
         self.mixing: set[fx.Node] = set()
         self.token_args: dict[fx.Node, tuple[int, ...]] = {}
         self.token_indexed: dict[fx.Node, str] = {}
+        self.sides: dict[fx.Node, list[tuple[fx.Node, int, bool]]] = {}
         self.joined: set[fx.Node] = set()
         # Slices of the stream along the token axis: node -> (start, stop) in stream tokens. A cat
         # of slices that tiles [0, N) in order is the whole stream again (HunyuanVideo single blocks).
@@ -164,6 +189,7 @@ class _Tracer:
         self.split_extended: dict[fx.Node, int] = {}  # split of an extended value -> the stream's piece
         self.unextended: set[fx.Node] = set()
         self.num_tokens = _shape(source)[source_dim]
+        self.batch = _shape(source)[1 - source_dim]
 
     def stream_inputs(self, node):
         return [a for a in tensor_args(node) if a in self.dims]
@@ -271,10 +297,14 @@ class _Tracer:
         dim = dims.pop()
         side = [a for a in tensor_args(node) if a not in self.dims]
         for a in side:
-            shape = _shape(a)
-            at = dim - (len(out_shape) - len(shape))
-            if at >= 0 and shape[at] != 1:
+            at = dim - (len(out_shape) - len(_shape(a)))
+            if at < 0 or _shape(a)[at] == 1:
+                continue
+            constant = constant_along(a, dim, len(out_shape))
+            if not constant and (_shape(a)[at] != self.num_tokens or out_shape[0] != self.batch):
                 self.token_indexed[node] = f"{op_name(node)} reads a side input {a.name} indexed by token"
+            else:
+                self.sides.setdefault(node, []).append((a, at, constant))
         return dim
 
     def slice_window(self, node, x, index) -> None:
@@ -503,7 +533,27 @@ def trace_tokens(nodes: list[fx.Node], source: fx.Node, source_dim: int = 1) -> 
         dict(tracer.token_indexed),
         frozenset(tracer.joined),
         {node: extra for node, (_, extra) in tracer.extended.items()},
+        {node: tuple(sides) for node, sides in tracer.sides.items()},
     )
+
+
+def fresh_copy(graph: fx.Graph, node: fx.Node, flow: TokenFlow, lookup, tokens, rows_of) -> fx.Node:
+    """A copy of branch node ``node`` in ``graph`` that runs on ``tokens`` fresh tokens: arguments
+    from ``lookup``, the literal token counts in its shape arguments rewritten, and each side input
+    that spans the token axis (``TokenFlow.sides``) cut to its first row where it is constant along
+    it, else to ``rows_of(value, axis, node)``: the fresh tokens' rows."""
+    sides = {a: (at, constant) for a, at, constant in flow.sides.get(node, ())}
+
+    def argument(a: fx.Node) -> fx.Node:
+        value = lookup(a)
+        if a not in sides:
+            return value
+        at, constant = sides[a]
+        return graph.call_method("narrow", (value, at, 0, 1)) if constant else rows_of(value, at, node)
+
+    copy = graph.node_copy(node, argument)
+    set_token_count(copy, flow.token_args.get(node, ()), tokens)
+    return copy
 
 
 def set_token_count(node: fx.Node, positions: tuple[int, ...], tokens: int) -> None:
