@@ -36,7 +36,7 @@ def check(name: str, compiler: str) -> dict:
     try:
         result = run_checks(ZOO[name].build(), compiler=compiler)
     except Exception as exc:  # a row that says what broke, not a lost table
-        return dict(name=name, error=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}", converts=False)
+        return dict(name=name, failed=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}", converts=False)
     exact = result.interval_one_diff <= EXACT and result.recompute_all_diff <= EXACT
     return dict(
         name=name,
@@ -47,7 +47,7 @@ def check(name: str, compiler: str) -> dict:
         regions=result.regions,
         exact=exact,
         worst_exact=max(result.interval_one_diff, result.recompute_all_diff),
-        error=result.default_error,
+        rel_error=result.default_error,
         finite=result.default_finite,
         partial_steps=result.default_partial_steps,
         speedup=result.flops_speedup,
@@ -64,8 +64,8 @@ def check(name: str, compiler: str) -> dict:
 
 
 def _row(result: dict) -> list:
-    if "error" in result:
-        return [result["name"], ZOO[result["name"]].source, "**no**", *["-"] * 7, f"check failed: {result['error']}"]
+    if "failed" in result:
+        return [result["name"], ZOO[result["name"]].source, "**no**", *["-"] * 7, f"check failed: {result['failed']}"]
     sites = ", ".join(f"{key} {n}" for key, n in result["sites"].items())
     notes = "<br>".join([*result["failures"], *result["notes"]]) or "-"
     return [
@@ -76,7 +76,7 @@ def _row(result: dict) -> list:
         sites,
         f"{result['cached_blocks']}/{result['blocks']} ({result['partial_blocks']} partial)",
         "yes" if result["exact"] else f"no ({result['worst_exact']:.1e})",
-        f"{'yes' if result['finite'] else 'NO'}, {result['error']:.2e}",
+        f"{'yes' if result['finite'] else 'NO'}, {result['rel_error']:.2e}",
         f"{result['speedup']:.2f}x",
         f"{result['seconds']:.0f}",
         notes,

@@ -247,19 +247,22 @@ def test_update_counter_gather_scatter_match_loops(b, n, data):
             expected[row, t] = 0
     torch.testing.assert_close(selection.update_counter(counter, idx), expected, rtol=0, atol=0)
 
-    for shape, dim in (((b, n), 1), ((b, n, 3), 1), ((b, 2, n, 3), 2), ((b, 2, n, 3), -2)):
+    layouts = (((b, n), 1, 0), ((b, n, 3), 1, 0), ((b, 2, n, 3), 2, 0), ((b, 2, n, 3), -2, 0), ((n, b, 3), 0, 1))
+    for shape, dim, batch in layouts:  # the last is sequence-first: tokens before the batch
         x = torch.randn(shape, generator=gen)
         tok = dim % x.dim()
-        got = selection.gather_tokens(x, idx, dim=dim)
+        tok_in_row = tok - (tok > batch)  # the token axis of x.select(batch, row)
+        got = selection.gather_tokens(x, idx, dim, batch)
         for row in range(b):
-            torch.testing.assert_close(got[row], x[row].index_select(tok - 1, idx[row]), rtol=0, atol=0)
+            expected = x.select(batch, row).index_select(tok_in_row, idx[row])
+            torch.testing.assert_close(got.select(batch, row), expected, rtol=0, atol=0)
 
         values = torch.randn(got.shape, generator=gen, dtype=torch.float64)
-        new = selection.scatter_tokens(x, idx, values, dim=dim)
+        new = selection.scatter_tokens(x, idx, values, dim, batch)
         expected = x.clone()
         for row in range(b):
             for j, t in enumerate(idx[row].tolist()):
-                expected[row].select(tok - 1, t).copy_(values[row].select(tok - 1, j))
+                expected.select(batch, row).select(tok_in_row, t).copy_(values.select(batch, row).select(tok_in_row, j))
         torch.testing.assert_close(new, expected, rtol=0, atol=0)
         assert new.dtype == x.dtype
 

@@ -152,7 +152,8 @@ def _token_index(idx: Tensor, like_shape: torch.Size, dim: int, batch_dim: int) 
     view[batch_dim], view[dim] = idx.shape
     shape = list(like_shape)
     shape[dim] = idx.shape[1]
-    return idx.reshape(view).expand(shape)
+    rows = idx if batch_dim < dim else idx.t()  # laid out in the order of the axes it indexes
+    return rows.reshape(view).expand(shape)
 
 
 def gather_tokens(x: Tensor, idx: Tensor, dim: int = 1, batch_dim: int = 0) -> Tensor:

@@ -20,8 +20,8 @@ from dataclasses import replace
 import torch
 import torch.fx as fx
 
-from ..contract import SitePolicy, StateKey, StateKind, tokens_computed
-from ..lowering import Compiler, compiled_module_on_stack, example_value
+from ..contract import SitePolicy, StateKey, StateKind, StepMode, tokens_computed
+from ..lowering import Compiler, accepts, compiled_module_on_stack, example_value
 from ..passes.analysis import RegionAnalysis
 from ..passes.choices import Choices
 from ..passes.rewrite import Variant, cache_dtype, step_modes
@@ -136,13 +136,28 @@ class Region:
             return
         _, full, full_code = self.variants.get(FULL_STEP, args, lambda v: [])
         reference = full_code(*args)
-        current = SlotState(0, dict(zip(full.outputs, reference[full.num_model_outputs :])))
-        checked = code(*args, *self._inputs(current, variant, request))
+        current = dict(zip(full.outputs, reference[full.num_model_outputs :]))
+        checked = code(*args, *self._inputs(SlotState(0, current), variant, request))
         lossy = any(
             s.policy is not SitePolicy.FULL and cache_dtype(self.config, s) != example_value(s.output).dtype
             for s in self.analysis.sites
         )
         compare("PARTIAL variant", checked[:count], reference[:count], lossy_cache=lossy)
+        # Current caches hide a token the variant fails to recompute: with every token of each partial
+        # site fresh and its cache all NaN, any such token shows.
+        modes = step_modes(self.analysis.sites, self.config, request.fresh)
+        partial = [i for i, mode in enumerate(modes) if mode is StepMode.PARTIAL]
+        every = tuple(self.specs[i].num_tokens if i in partial else k for i, k in enumerate(request.fresh))
+        poisoned = {
+            key: torch.full_like(value, float("nan")) if key.kind is StateKind.CACHE and key.index in partial else value
+            for key, value in current.items()
+        }
+        request = StepRequest(every, request.reused_context)
+        inputs = [*args, *self._inputs(SlotState(0, poisoned), variant, request)]
+        if partial and accepts(code, inputs):
+            compare(
+                "PARTIAL variant with every token fresh", code(*inputs)[:count], reference[:count], lossy_cache=lossy
+            )
 
     def _reusable_context(self, state: SlotState, args) -> tuple[int, ...]:
         """The context values whose inputs are the same, unmodified objects as at the last full step."""

@@ -6,7 +6,9 @@ a variant runs (``ToCaConfig.self_check``, on by default):
 * FULL is compared with the original graph (run eagerly) on the call's own inputs;
 * a PARTIAL variant is run on the call's inputs with caches that a FULL run made from the same
   inputs. Every cached value is then current, so whatever the variant recomputes, gathers, scatters
-  or reuses, its outputs must equal FULL's: the check is exact up to float noise.
+  or reuses, its outputs must equal FULL's: the check is exact up to float noise. It runs once
+  more with every token of each partial site fresh and that site's cache all NaN: current caches
+  would hide a token the variant selects but does not recompute (a wrong gather or scatter).
 
 A mismatch raises :class:`SelfCheckFailed`, naming the first diverging output; the region then runs
 uncached, with one warning. Cost: the first call of each compiled variant runs the original graph
