@@ -21,7 +21,7 @@ import torch
 from tabulate import tabulate
 from tqdm import tqdm
 
-from zoo import EXPECTED_SITES, ZOO
+from zoo import EXPECTED_SITES, NOT_CONVERTING, ZOO
 from zoo.checks import FLOPS_STEPS, STEPS, run_checks
 
 EXACT = 1e-5
@@ -67,7 +67,8 @@ def _row(result: dict) -> list:
     if "failed" in result:
         return [result["name"], ZOO[result["name"]].source, "**no**", *["-"] * 7, f"check failed: {result['failed']}"]
     sites = ", ".join(f"{key} {n}" for key, n in result["sites"].items())
-    notes = "<br>".join([*result["failures"], *result["notes"]]) or "-"
+    parts = [NOT_CONVERTING.get(result["name"], ""), *result["failures"], *result["notes"]]
+    notes = "<br>".join(part for part in parts if part) or "-"
     return [
         result["name"],
         ZOO[result["name"]].source,

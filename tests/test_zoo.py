@@ -4,7 +4,7 @@ times with the fast inner compiler (once per session; the tests of one model sha
 Every model: the sites found are the reviewed snapshot (``zoo/expected_sites.json``), and
 ``interval=1`` and recomputing every token are exact. Every model that converts (a cached site in
 every block, partial steps running, a finite output close to uncached) does so; the few that do
-not are listed in ``NOT_CONVERTING`` with the reason, and together they stay under 5% of the zoo.
+not are listed in ``zoo.NOT_CONVERTING`` with the reason, and together they stay under 5% of the zoo.
 """
 
 from functools import cache
@@ -12,15 +12,12 @@ from functools import cache
 import pytest
 import torch
 
-from zoo import RUNNABLE, ZOO
+from zoo import NOT_CONVERTING, RUNNABLE, ZOO
 from zoo.case import sample
 from zoo.checks import STEPS, compile_toca, generate, max_abs_diff, relative_error, run_checks
 
 EXACT = 1e-5
 DEFAULT_PRESET_TOLERANCE = 0.4  # random weights, 6 steps: the observed worst is BriaFibo2's 0.35
-NOT_CONVERTING = {  # name -> why; each must stay unconverted until fixed
-    "Cosmos3OmniTransformer": "packed (tokens, channels) streams with no batch axis: sites need 3-D streams",
-}
 
 
 @cache
