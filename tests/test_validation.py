@@ -72,13 +72,14 @@ def test_torch_compile_reports_the_bad_option_and_the_allowed_values():
     case = pixart_case(layers=1, batch=1, grid=(2, 2))
     bad = [  # each costs a Dynamo trace: the sweep above covers the values, these the path
         ({"compiler": "tvm"}, "ToCaConfig.compiler must be one of " + ", ".join(map(repr, COMPILERS))),
-        ({"fresh_ratios": 0.1}, "unknown ToCa option 'fresh_ratios'; valid options: preset, interval, fresh_ratio"),
+        ({"fresh_ratios": 0.1}, r"unknown option 'fresh_ratios': not an Inductor config .*, nor a ToCa option"),
     ]
     for options, message in bad:
         torch._dynamo.reset()
         model = torch.compile(case.model, backend="toca", options=options, dynamic=False)
         with pytest.raises(Exception, match=message):
             case.call(model, case.latents(), torch.tensor([999]))
-    model = torch.compile(case.model, backend=toca_fx.toca_backend, mode="max-autotune", dynamic=False)
-    with pytest.raises(Exception, match="toca_backend takes no torch.compile mode"):
+    torch._dynamo.reset()
+    model = torch.compile(case.model, backend=toca_fx.ToCa(compiler="eager"), mode="max-autotune", dynamic=False)
+    with pytest.raises(Exception, match="inner compiler 'eager' takes no Inductor options"):
         case.call(model, case.latents(), torch.tensor([999]))

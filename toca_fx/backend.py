@@ -20,7 +20,7 @@ import torch.fx as fx
 
 from . import report
 from .auto_preset import preset_for
-from .config import COMPILERS, ToCaConfig, _check_int, _options, resolve
+from .config import TOCA_OPTIONS, ToCaConfig, _check_int, _options, resolve
 from .contract import SitePolicy
 from .cost import predicted_flops
 from .lowering import (
@@ -28,6 +28,7 @@ from .lowering import (
     compiled_frames,
     compiled_module_on_stack,
     has_symbolic_shapes,
+    inductor_options,
     inner_compiler,
     modules_on_stack,
     original_module,
@@ -75,8 +76,19 @@ class ToCa(_NeverShared):
         self.regions: list[Region] = []
         self.fallbacks: list[str] = []
 
-    def __call__(self, gm: fx.GraphModule, example_inputs: list) -> Callable:
-        compiler = self.inner_compiler or inner_compiler(self.config.compiler)
+    def __call__(
+        self, gm: fx.GraphModule, example_inputs: list, mode: str | None = None, options: Mapping | None = None
+    ) -> Callable:
+        """The Dynamo backend. ``mode`` and ``options`` come from ``torch.compile(..., mode=, options=)``:
+        Inductor settings for every variant's compile (configure ToCa itself with its constructor)."""
+        options = _options(options)
+        toca_keys = [key for key in options if key in TOCA_OPTIONS]
+        if toca_keys:
+            raise ValueError(
+                f"toca_fx: {toca_keys[0]!r} configures ToCa: give it to ToCa(...) (torch.compile's options= reach "
+                "Inductor), or use backend='toca' with options"
+            )
+        compiler = self.inner_compiler or inner_compiler(self.config.compiler, inductor_options(mode, options))
         self._warn_near_recompile_limit()
         if has_symbolic_shapes(gm, example_inputs):
             return self._uncached(compiler, gm, example_inputs, "graph has dynamic shapes (compile with dynamic=False)")
@@ -247,12 +259,16 @@ class _ToCaBackend(_NeverShared):
     def __call__(
         self, gm: fx.GraphModule, example_inputs: list, options: Mapping | None = None, mode: str | None = None
     ) -> Callable:
-        if mode is not None:
-            raise ValueError(
-                f"toca_backend takes no torch.compile mode (got {mode!r}): pick the inner compiler with "
-                f"options={{'compiler': ...}}, one of {', '.join(map(repr, COMPILERS))}"
-            )
-        return ToCa(**_options(options))(gm, example_inputs)
+        """ToCa keys of ``options`` configure ToCa (as ``ToCa(...)`` takes them); the others, and
+        ``mode``, are Inductor settings for every variant's compile."""
+        options = _options(options)
+        toca = {key: value for key, value in options.items() if key in TOCA_OPTIONS}
+        inductor = {key: value for key, value in options.items() if key not in TOCA_OPTIONS}
+        try:
+            settings = inductor_options(mode, inductor)
+        except ValueError as exc:
+            raise ValueError(f"toca_backend: {exc}, nor a ToCa option ({', '.join(TOCA_OPTIONS)})") from None
+        return ToCa(**toca)(gm, example_inputs, options=settings)
 
 
 toca_backend = _ToCaBackend()

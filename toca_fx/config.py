@@ -207,6 +207,7 @@ _PRESETS = {
 }
 PRESETS = tuple(_PRESETS)
 DEFAULT_PRESET = "pixart-alpha"
+TOCA_OPTIONS = ("preset", *(f.name for f in dataclasses.fields(ToCaConfig)))  # what ToCa(...) and options take
 
 
 def _check_fields(options: Mapping, extra: tuple[str, ...] = ()) -> None:

@@ -12,6 +12,7 @@ upgrade is checked here first: each function names the private API it wraps.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Callable
 
@@ -162,23 +163,47 @@ def recompile_limit(limit: int) -> contextlib.AbstractContextManager:
 
 
 # -- inner compilers ------------------------------------------------------------------------------
-def inner_compiler(name: str) -> Compiler:
+def inner_compiler(name: str, inductor_options: dict | None = None) -> Compiler:
     """The compiler that turns each variant into code: "inductor", "aot_eager" or "eager".
 
     Each takes the token counts k of a PARTIAL variant as int inputs, so one compiled variant
-    serves every step's k, under the guards of :class:`GuardedCode`.
+    serves every step's k, under the guards of :class:`GuardedCode`. ``inductor_options`` (config
+    patches, e.g. from ``torch.compile(mode=..., options=...)``) reach every variant's compile.
     """
-    return {"eager": _eager, "aot_eager": _aot_eager, "inductor": _inductor}[name]
+    if name == "inductor":
+        return functools.partial(_inductor, options=dict(inductor_options or {}))
+    if inductor_options:
+        raise ValueError(
+            f"toca_fx: the inner compiler {name!r} takes no Inductor options "
+            f"({', '.join(map(repr, inductor_options))}): use compiler='inductor'"
+        )
+    return {"eager": _eager, "aot_eager": _aot_eager}[name]
+
+
+def inductor_options(mode: str | None, options: dict) -> dict:
+    """Inductor config patches for ``torch.compile(mode=..., options=...)``: the mode's options
+    (``torch._inductor.list_mode_options``) and the options, each checked against Inductor's config
+    (``torch._inductor.list_options``); an unknown name is an error that names it."""
+    import torch._inductor as inductor
+
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if mode is not None and mode not in modes:
+        raise ValueError(f"toca_fx: unknown torch.compile mode {mode!r}; one of {', '.join(map(repr, modes))}")
+    unknown = [key for key in options if key not in inductor.list_options()]
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}: not an Inductor config (torch._inductor.list_options())")
+    return {**(inductor.list_mode_options(mode) if mode else {}), **options}
 
 
 def _eager(gm: fx.GraphModule, example_inputs: list) -> Callable:
     return gm.forward
 
 
-def _inductor(gm: fx.GraphModule, example_inputs: list) -> Callable:
+def _inductor(gm: fx.GraphModule, example_inputs: list, options: dict) -> Callable:
     from torch._inductor.compile_fx import compile_fx
 
-    return _compile_outside_dynamo(compile_fx, gm, example_inputs)
+    compile_with_options = functools.partial(compile_fx, config_patches=options) if options else compile_fx
+    return _compile_outside_dynamo(compile_with_options, gm, example_inputs)
 
 
 def _aot_eager(gm: fx.GraphModule, example_inputs: list) -> Callable:
@@ -221,16 +246,24 @@ class GuardedCode:
 
     Inductor may specialise on a symbolic int while compiling (k == 1, k <= N, ...). The runtime
     asks :func:`accepts` once per new set of ints and compiles anew where the guards fail
-    (``ShapeEnv.produce_guards_expression``/``evaluate_guards_expression``).
+    (``ShapeEnv.produce_guards_expression``/``evaluate_guards_expression``). The guards cover the int
+    inputs only: the tensors have static shapes, and guards built over tensor subclasses (a torchao
+    quantized weight) need a symbolic context they were not fakified with.
     """
 
     def __init__(self, code: Callable, shape_env, fakes: list):
         self.code = code
-        self.guards = shape_env.produce_guards_expression(fakes)
+        # k = 1 (or 0) becomes a plain int when fakified (sizes 0 and 1 are specialised): guarded too
+        self.ints = [
+            i for i, fake in enumerate(fakes) if isinstance(fake, (int, torch.SymInt)) and not isinstance(fake, bool)
+        ]
+        self.guards = shape_env.produce_guards_expression([fakes[i] for i in self.ints]) if self.ints else None
         self.shape_env = shape_env
 
     def accepts(self, args) -> bool:
-        return self.guards is None or bool(self.shape_env.evaluate_guards_expression(self.guards, list(args)))
+        if self.guards is None:
+            return True
+        return bool(self.shape_env.evaluate_guards_expression(self.guards, [args[i] for i in self.ints]))
 
     def __call__(self, *args):
         return self.code(*args)
