@@ -73,9 +73,9 @@ def test_mlp_site_before_and_after_each_pass():
     assert choices.scores[0].kind == "random"  # no attention in the block: the fallback is noted
     assert choices.notes == ("layer 0: attention score unavailable in this block: using random",)
 
-    full = build_full(gm, analysis, choices)
-    assert snapshot(full.module) == snapshot(gm)  # FULL adds outputs, not ops
-    assert full.outputs == [StateKey(StateKind.CACHE, 0)]
+    full = build_full(gm, analysis, choices)  # FULL copies the branch output into the cache where it is computed
+    assert snapshot(full.module) == ["layer_norm", "linear", "gelu", "linear", "copy_[cache]", "add", "zero_[counter]"]
+    assert full.writes == [StateKey(StateKind.CACHE, 0), StateKey(StateKind.COUNTER, 0)]
 
     partial = build_partial(gm, analysis, choices, (StepMode.PARTIAL,))
     assert snapshot(partial.module) == [
@@ -86,14 +86,14 @@ def test_mlp_site_before_and_after_each_pass():
         "linear[fresh]",
         "gelu[fresh]",
         "linear[fresh]",
-        "scatter_tokens[scatter]",
-        "update_counter[counter]",
+        "scatter_tokens_[scatter]",
+        "update_counter_[counter]",
         "add",
     ]
     assert [key.kind for key in partial.inputs] == [StateKind.TOKENS, StateKind.CACHE, StateKind.COUNTER]
 
     reused = build_partial(gm, analysis, choices, (StepMode.REUSE,))
-    assert snapshot(reused.module) == ["add[counter]", "add"]  # the branch is gone; staleness grows
+    assert snapshot(reused.module) == ["add_[counter]", "add"]  # the branch is gone; staleness grows
 
 
 def test_attention_site_before_and_after_each_pass():
@@ -108,7 +108,7 @@ def test_attention_site_before_and_after_each_pass():
 
     choices = choose(analysis, ToCaConfig())
     full = build_full(gm, analysis, choices)
-    assert snapshot(full.module) == before
+    assert snapshot(full.module) == [*before[:-1], "copy_[cache]", "add"]
     reused = build_partial(gm, analysis, choices, (StepMode.REUSE,))
     assert snapshot(reused.module) == ["add"]  # attention, projections and norm all dropped
 

@@ -245,7 +245,7 @@ def test_update_counter_gather_scatter_match_loops(b, n, data):
     for row in range(b):
         for t in idx[row].tolist():
             expected[row, t] = 0
-    torch.testing.assert_close(selection.update_counter(counter, idx), expected, rtol=0, atol=0)
+    torch.testing.assert_close(selection.update_counter_(counter.clone(), idx), expected, rtol=0, atol=0)
 
     layouts = (((b, n), 1, 0), ((b, n, 3), 1, 0), ((b, 2, n, 3), 2, 0), ((b, 2, n, 3), -2, 0), ((n, b, 3), 0, 1))
     for shape, dim, batch in layouts:  # the last is sequence-first: tokens before the batch
@@ -258,7 +258,7 @@ def test_update_counter_gather_scatter_match_loops(b, n, data):
             torch.testing.assert_close(got.select(batch, row), expected, rtol=0, atol=0)
 
         values = torch.randn(got.shape, generator=gen, dtype=torch.float64)
-        new = selection.scatter_tokens(x, idx, values, dim, batch)
+        new = selection.scatter_tokens_(x.clone(), idx, values, dim, batch)
         expected = x.clone()
         for row in range(b):
             for j, t in enumerate(idx[row].tolist()):
@@ -298,9 +298,13 @@ def _compile_cases():
             ),
             (score, counter),
         ),
-        "update_counter": (selection.update_counter, (counter, idx)),
+        # the in-place updates, each on a copy (the compiled and the eager call see the same input)
+        "update_counter_": (lambda c, i: selection.update_counter_(c.float(), i), (counter, idx)),
         "gather_tokens": (selection.gather_tokens, (x, idx)),
-        "scatter_tokens": (selection.scatter_tokens, (x, idx, torch.randn(2, 5, 3, generator=gen))),
+        "scatter_tokens_": (
+            lambda c, i, v: selection.scatter_tokens_(c.clone(), i, v),
+            (x, idx, torch.randn(2, 5, 3, generator=gen)),
+        ),
     }
 
 

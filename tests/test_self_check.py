@@ -34,7 +34,7 @@ def corrupt_first_output(build):
     return wrong
 
 
-def doubled_scatter(cache, idx, values, dim=1, batch_dim=0, scatter=selection.scatter_tokens):
+def doubled_scatter(cache, idx, values, dim=1, batch_dim=0, scatter=selection.scatter_tokens_):
     """A scatter that writes twice the fresh values: a wrong partial rewrite."""
     return scatter(cache, idx, 2 * values, dim, batch_dim)
 
@@ -46,7 +46,7 @@ def test_a_wrong_variant_is_caught_and_the_model_runs_exactly(monkeypatch, caplo
     if variant == "FULL":
         monkeypatch.setattr(variants, "build_full", corrupt_first_output(variants.build_full))
     else:
-        monkeypatch.setattr(selection, "scatter_tokens", doubled_scatter)
+        monkeypatch.setattr(selection, "scatter_tokens_", doubled_scatter)
     with caplog.at_level("WARNING", logger="toca_fx"):
         toca, model = compile_toca(case, "pixart-alpha", compiler="eager", num_steps=6)
         outputs = sample(case, model, 6)

@@ -37,7 +37,9 @@ def predicted_flops(regions, num_steps: int) -> tuple[float, float]:
 def _region_flops(region, num_steps: int) -> tuple[float, float]:
     context = region.analysis.context
     base, token, context_flops = site_costs(region.gm, region.analysis.sites, context.dropped)
-    full = sum(node_flops(build_full(region.gm, region.analysis, region.choices).module).values())
+    full = build_full(region.gm, region.analysis, region.choices)
+    inputs = [example_value(n) for n in region.gm.graph.nodes if n.op == "placeholder"]
+    full = sum(node_flops(full.module, [*inputs, *(region.layout[key].allocate() for key in full.inputs)]).values())
     plans = region.schedule(num_steps)
     toca = schedule_flops(plans, full, base - context.dropped_flops, token, context_flops, region.specs)
     return float(base * num_steps), toca

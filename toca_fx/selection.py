@@ -141,9 +141,9 @@ def random_score(like: Tensor, batch_dim: int = 0, dim: int = 1) -> Tensor:
     return torch.rand(like.shape[batch_dim], like.shape[dim], device=like.device, dtype=torch.float32)
 
 
-def update_counter(counter: Tensor, idx: Tensor) -> Tensor:
-    """Age every token by one step and reset the freshly computed ones to 0."""
-    return (counter + 1).scatter(1, idx, torch.zeros_like(idx, dtype=counter.dtype))
+def update_counter_(counter: Tensor, idx: Tensor) -> Tensor:
+    """In place: age every token by one step and reset the freshly computed ones to 0."""
+    return counter.add_(1).scatter_(1, idx, 0.0)
 
 
 def _token_index(idx: Tensor, like_shape: torch.Size, dim: int, batch_dim: int) -> Tensor:
@@ -171,7 +171,7 @@ def gather_side(side: Tensor, idx: Tensor, at: int, out_ndim: int) -> Tensor:
     return gather_tokens(side, idx, at + pad, 0)
 
 
-def scatter_tokens(cache: Tensor, idx: Tensor, values: Tensor, dim: int = 1, batch_dim: int = 0) -> Tensor:
-    """``cache`` with the tokens ``idx`` along ``dim`` replaced by ``values`` (out-of-place)."""
+def scatter_tokens_(cache: Tensor, idx: Tensor, values: Tensor, dim: int = 1, batch_dim: int = 0) -> Tensor:
+    """In place: the tokens ``idx`` of ``cache`` along ``dim`` replaced by ``values``."""
     dim = dim % cache.dim()
-    return cache.scatter(dim, _token_index(idx, values.shape, dim, batch_dim), values.to(cache.dtype))
+    return cache.scatter_(dim, _token_index(idx, values.shape, dim, batch_dim), values.to(cache.dtype))

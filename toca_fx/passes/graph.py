@@ -89,7 +89,8 @@ def storage_root(node: fx.Node) -> fx.Node:
 def writes_in_place(node: fx.Node) -> bool:
     """``x.add_()``, ``x.copy_(y)``, ``x[...] = y``, ``F.relu(x, inplace=True)``: an op that changes its
     first input. Such a node has no users, yet it must never be dropped as dead code."""
-    in_place = (node.op == "call_method" and node.target.endswith("_") and not node.target.startswith("__")) or (
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    in_place = (node.op in ("call_method", "call_function") and name.endswith("_") and not name.startswith("__")) or (
         node.op == "call_function" and (node.target is operator.setitem or node.kwargs.get("inplace") is True)
     )
     return in_place and bool(node.args) and isinstance(node.args[0], fx.Node)

@@ -1,21 +1,23 @@
 """Build the FULL and PARTIAL graph variants of one analysed region.
 
-State (caches, staleness counters, block scores, context values) lives outside the graph and is
-threaded through as extra placeholders and extra outputs, each named by a :class:`StateKey`.
+State (caches, staleness counters, block scores, context values) lives in buffers outside the
+graph, allocated once per call slot (:func:`state_layout`). A variant takes the buffers it reads or
+writes as extra placeholders, each named by a :class:`StateKey`, and writes them in place, so that
+their storage never moves from step to step (what CUDA graphs need) and a step allocates nothing.
 
-FULL: the original graph, plus outputs for every cache and for each block's token score::
+FULL: the original graph, and a copy of every cache and of each block's token score::
 
-    ... ─ attn ─ out ─▶ y ─ (* gate) ─ add ─▶            outputs: (*model_outputs,
-                  sdpa(q, k) ─▶ attention_received(q, k)          cache i = y, score l)
+    ... ─ attn ─ out ─▶ y ─ (* gate) ─ add ─▶            cache_i.copy_(y)
+                  sdpa(q, k) ─▶ attention_received(q, k) ─▶ score_l.copy_(...)
 
 PARTIAL: one per tuple of per-site :class:`StepMode`, with each partial site's k an int input::
 
     x ─ gather(idx) ─ norm ─ mlp ─▶ y_fresh (B,k,C)
-    idx = select_fresh(score_l, counter_i, k)         cache_i' = scatter(cache_i, idx, y_fresh)
-    cache_i' ─ (* gate_t) ─ add ─▶                   counter_i' = update_counter(counter_i, idx)
+    idx = select_fresh(score_l, counter_i, k)         cache_i.scatter_(idx, y_fresh)
+    cache_i ─ (* gate_t) ─ add ─▶                    counter_i: + 1, 0 at idx (in place)
 
 A REUSE site's branch is dropped and ``cache_i`` feeds the gate directly; a COMPUTE site runs as in
-FULL and refreshes its cache. Step-invariant context values (``context.py``) that FULL outputs are
+FULL and refreshes its cache. Step-invariant context values (``context.py``) that FULL copies are
 read back, not recomputed. Rewritten nodes carry ``meta["toca"]`` with the site and the role.
 """
 
@@ -34,19 +36,59 @@ from ..lowering import drop_example_value, example_value
 from . import counters
 from .analysis import RegionAnalysis
 from .choices import Choices
-from .graph import is_impure, storage_root
+from .graph import is_impure
 from .sites import Site
 from .tokens import fresh_copy, sdpa_operands
 
 
 @dataclass
 class Variant:
-    """A rewritten graph and the state it reads and writes, after the model's own inputs/outputs."""
+    """A rewritten graph: the model's own inputs and outputs, plus the state buffers it reads or
+    writes in place (``inputs``, after the model's), of which it writes ``writes``."""
 
     module: fx.GraphModule
     inputs: list[StateKey]
-    outputs: list[StateKey]
-    num_model_outputs: int
+    writes: list[StateKey]
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    def allocate(self) -> torch.Tensor:
+        return torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+
+
+def state_layout(analysis: RegionAnalysis, choices: Choices) -> dict[StateKey, BufferSpec]:
+    """Every state buffer a variant of the region can read or write, with its shape and dtype."""
+
+    def like(node: fx.Node, dtype: torch.dtype | None = None) -> BufferSpec:
+        value = example_value(node)
+        return BufferSpec(tuple(value.shape), dtype or value.dtype, value.device)
+
+    layout: dict[StateKey, BufferSpec] = {}
+    for i, site in enumerate(analysis.sites):
+        if site.policy is SitePolicy.FULL:
+            continue
+        dtype = cache_dtype(choices.config, site)
+        layout[StateKey(StateKind.CACHE, i)] = like(site.output, dtype)
+        for j, node in enumerate(site.interior):
+            layout[StateKey(StateKind.INTERIOR, i, j)] = like(node, dtype)
+        if site.policy is SitePolicy.PARTIAL:
+            stream = example_value(site.stream)
+            shape = (stream.shape[site.batch_axis], site.num_tokens)
+            layout[StateKey(StateKind.COUNTER, i)] = BufferSpec(shape, torch.float32, stream.device)
+    for layer, source in choices.scores.items():
+        if source.attention is not None:
+            ops = sdpa_operands(source.attention)
+            query, key = example_value(ops.query), example_value(ops.key)
+            tokens = (key if source.kind == "attention" else query).shape[-2]
+            layout[StateKey(StateKind.SCORE, layer)] = BufferSpec((query.shape[0], tokens), torch.float32, query.device)
+    for j, value in enumerate(analysis.context.values):
+        layout[StateKey(StateKind.CONTEXT, j)] = like(value)
+    return layout
 
 
 def cache_dtype(config: ToCaConfig, site: Site) -> torch.dtype:
@@ -82,7 +124,7 @@ class _Builder:
         self.last_placeholder = [n for n in self.graph.nodes if n.op == "placeholder"][-1]
         self.inputs: list[StateKey] = []
         self.placeholders: dict[StateKey, fx.Node] = {}
-        self.outputs: dict[StateKey, fx.Node] = {}
+        self.writes: list[StateKey] = []
 
     def state(self, key: StateKey) -> fx.Node:
         if key not in self.placeholders:
@@ -98,38 +140,40 @@ class _Builder:
         node.meta["toca"] = meta or {}
         return node
 
-    def cast(self, node: fx.Node, source: torch.dtype, target: torch.dtype) -> fx.Node:
-        return node if source == target else self.graph.call_method("to", (node, target))
+    def write(self, key: StateKey, value: fx.Node, meta=None) -> fx.Node:
+        """``buffer.copy_(value)`` at the current point: the buffer keeps the value it has here."""
+        return self.method("copy_", self.state(key), value, key=key, meta=meta)
 
-    def to_cache(self, node: fx.Node, site: Site, original: fx.Node) -> fx.Node:
-        return self.cast(node, example_value(original).dtype, cache_dtype(self.config, site))
+    def method(self, name: str, *args, key: StateKey | None = None, meta=None) -> fx.Node:
+        """An in-place method on a state buffer (``key``), or any method call."""
+        if key is not None:
+            self.writes.append(key)
+        node = self.graph.call_method(name, args)
+        node.meta["toca"] = meta or {}
+        return node
 
     def from_cache(self, node: fx.Node, site: Site, original: fx.Node) -> fx.Node:
-        return self.cast(node, cache_dtype(self.config, site), example_value(original).dtype)
+        source, target = cache_dtype(self.config, site), example_value(original).dtype
+        return node if source == target else self.graph.call_method("to", (node, target))
 
     def finish(self) -> Variant:
-        keys = list(self.outputs)
-        self.graph.output(tuple(self.model_outputs) + tuple(self.outputs[k] for k in keys))
+        self.graph.output(tuple(self.model_outputs))
         self.graph.eliminate_dead_code(is_impure_node=lambda node: node in self.kept or is_impure(node))
-        module = fx.GraphModule(self.gm, self.graph)
-        return Variant(module, self.inputs, keys, len(self.model_outputs))
+        return Variant(fx.GraphModule(self.gm, self.graph), self.inputs, list(dict.fromkeys(self.writes)))
 
 
-def _emit_cache(builder: _Builder, analysis: RegionAnalysis, index: int, site: Site) -> None:
-    """Expose a freshly computed site output (and interior values) as the new cache: a copy where
-    the graph writes that tensor in place later, so that the cache keeps the value it had here."""
-
-    def emit(node: fx.Node) -> fx.Node:
-        value = builder.env[node]
-        with builder.graph.inserting_after(value):
-            cached = builder.to_cache(value, site, node)
-            if cached is value and storage_root(node) in analysis.mutated:
-                cached = builder.graph.call_method("clone", (value,))
-        return cached
-
-    builder.outputs[StateKey(StateKind.CACHE, index)] = emit(site.output)
-    for j, node in enumerate(site.interior):
-        builder.outputs[StateKey(StateKind.INTERIOR, index, j)] = emit(node)
+def _emit_cache(builder: _Builder, index: int, site: Site) -> None:
+    """Copy a freshly computed site output (and interior values) into its cache buffers, right where
+    they are computed; the staleness of every token starts again at 0."""
+    meta = {"site": index, "role": "cache"}
+    for key, node in [(StateKey(StateKind.CACHE, index), site.output)] + [
+        (StateKey(StateKind.INTERIOR, index, j), node) for j, node in enumerate(site.interior)
+    ]:
+        with builder.graph.inserting_after(builder.env[node]):
+            builder.write(key, builder.env[node], meta=meta)
+    if site.policy is SitePolicy.PARTIAL:
+        counter = StateKey(StateKind.COUNTER, index)
+        builder.method("zero_", builder.state(counter), key=counter, meta={"site": index, "role": "counter"})
 
 
 def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, choices: Choices) -> Variant:
@@ -137,16 +181,17 @@ def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, choices: Choices) -
     builder = _Builder(gm, choices.config)
     for index, site in enumerate(analysis.sites):
         if site.policy is not SitePolicy.FULL:
-            _emit_cache(builder, analysis, index, site)
+            _emit_cache(builder, index, site)
     for j, value in enumerate(analysis.context.values):
-        builder.outputs[StateKey(StateKind.CONTEXT, j)] = builder.env[value]
+        with builder.graph.inserting_after(builder.env[value]):
+            builder.write(StateKey(StateKind.CONTEXT, j), builder.env[value], meta={"role": "context"})
     for layer, source in choices.scores.items():
         if source.attention is not None:
-            builder.outputs[StateKey(StateKind.SCORE, layer)] = _score(builder, choices, layer, source)
+            _score(builder, choices, layer, source)
     return builder.finish()
 
 
-def _score(builder: _Builder, choices: Choices, layer: int, source) -> fx.Node:
+def _score(builder: _Builder, choices: Choices, layer: int, source) -> None:
     """s1 or s2 from the block's SDPA operands, computed beside it at the full step."""
     sdpa = builder.env[source.attention]
     ops = sdpa_operands(sdpa)
@@ -156,7 +201,9 @@ def _score(builder: _Builder, choices: Choices, layer: int, source) -> fx.Node:
             fn, extra = selection.attention_received, (choices.config.attention_chunk,)
         else:
             fn, extra = selection.cross_attention_entropy, ()
-        return builder.call(fn, ops.query, ops.key, ops.attn_mask, ops.scale, *extra, choices.cfg_shared, meta=meta)
+        score = builder.call(fn, ops.query, ops.key, ops.attn_mask, ops.scale, *extra, choices.cfg_shared, meta=meta)
+    with builder.graph.inserting_after(score):
+        builder.write(StateKey(StateKind.SCORE, layer), score, meta=meta)
 
 
 def build_partial(
@@ -175,7 +222,7 @@ def build_partial(
         if site.policy is SitePolicy.FULL:
             continue
         if mode is StepMode.COMPUTE:
-            _emit_cache(builder, analysis, index, site)
+            _emit_cache(builder, index, site)
         elif mode is StepMode.REUSE:
             _reuse(builder, index, site)
         else:
@@ -193,10 +240,9 @@ def _reuse(builder: _Builder, index: int, site: Site) -> None:
     with builder.graph.inserting_before(y.next):
         restored = builder.from_cache(cache, site, site.output)
         if site.policy is SitePolicy.PARTIAL:  # the staleness of every token grows by one step
-            counter = builder.state(StateKey(StateKind.COUNTER, index))
-            builder.outputs[StateKey(StateKind.COUNTER, index)] = builder.call(
-                torch.add, counter, 1, meta={"site": index, "role": "counter"}
-            )
+            counter = StateKey(StateKind.COUNTER, index)
+            meta = {"site": index, "role": "counter"}
+            builder.method("add_", builder.state(counter), 1, key=counter, meta=meta)
     y.replace_all_uses_with(restored)
 
 
@@ -205,8 +251,8 @@ def _partial(builder: _Builder, choices: Choices, index: int, site: Site) -> Non
     y = env[site.output]
     meta = {"site": index}
     k = builder.state(StateKey(StateKind.TOKENS, index))
-    cache = builder.state(StateKey(StateKind.CACHE, index))
-    counter = builder.state(StateKey(StateKind.COUNTER, index))
+    cache_key, counter_key = StateKey(StateKind.CACHE, index), StateKey(StateKind.COUNTER, index)
+    cache, counter = builder.state(cache_key), builder.state(counter_key)
     source = choices.scores[site.layer]
     with graph.inserting_before(y.next):
         score = (
@@ -252,8 +298,9 @@ def _partial(builder: _Builder, choices: Choices, index: int, site: Site) -> Non
             copy.meta = {**node.meta, "toca": meta | {"role": "fresh"}}
             drop_example_value(copy)
             fresh[node] = copy
-        new_cache = builder.call(
-            selection.scatter_tokens,
+        builder.writes.append(cache_key)
+        updated = builder.call(
+            selection.scatter_tokens_,
             cache,
             idx,
             fresh[site.output],
@@ -261,9 +308,7 @@ def _partial(builder: _Builder, choices: Choices, index: int, site: Site) -> Non
             site.batch_axis,
             meta=meta | {"role": "scatter"},
         )
-        restored = builder.from_cache(new_cache, site, site.output)
-        builder.outputs[StateKey(StateKind.COUNTER, index)] = builder.call(
-            selection.update_counter, counter, idx, meta=meta | {"role": "counter"}
-        )
+        restored = builder.from_cache(updated, site, site.output)
+        builder.writes.append(counter_key)
+        builder.call(selection.update_counter_, counter, idx, meta=meta | {"role": "counter"})
     y.replace_all_uses_with(restored)
-    builder.outputs[StateKey(StateKind.CACHE, index)] = new_cache

@@ -17,17 +17,16 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
-import torch
 import torch.fx as fx
 
 from ..contract import SitePolicy, StateKey, StateKind, StepMode, tokens_computed
 from ..lowering import Compiler, accepts, compiled_module_on_stack, example_value
 from ..passes.analysis import RegionAnalysis
 from ..passes.choices import Choices
-from ..passes.rewrite import Variant, cache_dtype, step_modes
+from ..passes.rewrite import Variant, cache_dtype, state_layout, step_modes
 from ..schedule import SiteSpec, StepPlan, build_schedule
 from .clock import Clock
-from .self_check import SelfCheckFailed, compare
+from .self_check import SelfCheckFailed, compare, quantized
 from .state import SlotState
 from .variants import FULL_STEP, StepRequest, Variants
 
@@ -44,6 +43,7 @@ class Region:
         self.config = choices.config
         self.specs = [SiteSpec(s.kind, s.layer, s.num_tokens) for s in analysis.sites]
         self.variants = Variants(gm, analysis, choices, compiler)
+        self.layout = state_layout(analysis, choices)  # the state buffers, allocated per call slot
         self.schedules: dict[int, tuple[StepPlan, ...]] = {}
         self.calls = 0
         self.runs = Counter()  # steps run, by variant type (counted on the first call slot)
@@ -102,6 +102,7 @@ class Region:
         plan = self.plan(generation.step, self.clock.steps_of(generation))
         partial = plan is not None and not plan.full and state.ready
         request = StepRequest(plan.fresh, self._reusable_context(state, args)) if partial else FULL_STEP
+        state.ready = False  # until the variant has written every buffer it writes
         try:
             key, variant, code = self.variants.get(request, args, lambda v: self._inputs(state, v, request))
             outputs = code(*args, *self._inputs(state, variant, request))
@@ -113,51 +114,44 @@ class Region:
             return self.variants.original(args)(*args)
         self.runs["partial" if partial else "full"] += slot == 0
         if not partial:
-            state.tensors.clear()
             state.remember_inputs(args, self._context_placeholders)
-        else:  # a site that recomputed all its tokens starts its staleness count afresh
-            for index, k in enumerate(plan.fresh):
-                if k >= self.specs[index].num_tokens:
-                    state.tensors.pop(StateKey(StateKind.COUNTER, index), None)
-        state.tensors.update(zip(variant.outputs, outputs[variant.num_model_outputs :]))
         state.ready = True
-        return outputs[: variant.num_model_outputs]
+        return outputs
 
     def _self_check(self, request: StepRequest, variant: Variant, code: Callable, outputs, args) -> None:
-        """A new variant's first outputs against its reference on the same inputs (``self_check.py``)."""
-        count = variant.num_model_outputs
+        """A new variant's first outputs against its reference on the same inputs (``self_check.py``),
+        with state buffers of its own (the slot's state is not touched)."""
         if request.full:
             try:
                 reference = self.gm.forward(*args)
             except Exception as exc:  # no reference to check against: not evidence of a wrong variant
                 log.info("toca_fx: self-check skipped: the original graph does not run eagerly here (%s)", exc)
                 return
-            compare("FULL variant", outputs[:count], reference)
+            compare("FULL variant", outputs, reference, lossy=quantized(args))
             return
         _, full, full_code = self.variants.get(FULL_STEP, args, lambda v: [])
-        reference = full_code(*args)
-        current = dict(zip(full.outputs, reference[full.num_model_outputs :]))
-        checked = code(*args, *self._inputs(SlotState(0, current), variant, request))
+        filled = SlotState(0)
+        reference = full_code(*args, *self._inputs(filled, full, FULL_STEP))
         lossy = any(
             s.policy is not SitePolicy.FULL and cache_dtype(self.config, s) != example_value(s.output).dtype
             for s in self.analysis.sites
         )
-        compare("PARTIAL variant", checked[:count], reference[:count], lossy_cache=lossy)
+        current = SlotState(0, {key: value.clone() for key, value in filled.tensors.items()})
+        compare("PARTIAL variant", code(*args, *self._inputs(current, variant, request)), reference, lossy=lossy)
         # Current caches hide a token the variant fails to recompute: with every token of each partial
         # site fresh and its cache all NaN, any such token shows.
         modes = step_modes(self.analysis.sites, self.config, request.fresh)
         partial = [i for i, mode in enumerate(modes) if mode is StepMode.PARTIAL]
-        every = tuple(self.specs[i].num_tokens if i in partial else k for i, k in enumerate(request.fresh))
-        poisoned = {
-            key: torch.full_like(value, float("nan")) if key.kind is StateKind.CACHE and key.index in partial else value
-            for key, value in current.items()
-        }
-        request = StepRequest(every, request.reused_context)
-        inputs = [*args, *self._inputs(SlotState(0, poisoned), variant, request)]
+        every = StepRequest(
+            tuple(self.specs[i].num_tokens if i in partial else k for i, k in enumerate(request.fresh)),
+            request.reused_context,
+        )
+        poisoned = SlotState(0, {key: value.clone() for key, value in filled.tensors.items()})
+        for i in partial:
+            poisoned.tensors[StateKey(StateKind.CACHE, i)].fill_(float("nan"))
+        inputs = [*args, *self._inputs(poisoned, variant, every)]
         if partial and accepts(code, inputs):
-            compare(
-                "PARTIAL variant with every token fresh", code(*inputs)[:count], reference[:count], lossy_cache=lossy
-            )
+            compare("PARTIAL variant with every token fresh", code(*inputs), reference, lossy=lossy)
 
     def _reusable_context(self, state: SlotState, args) -> tuple[int, ...]:
         """The context values whose inputs are the same, unmodified objects as at the last full step."""
@@ -165,19 +159,16 @@ class Region:
         return tuple(j for j, inputs in enumerate(self.analysis.context.inputs) if same.issuperset(inputs))
 
     def _inputs(self, state: SlotState, variant: Variant, request: StepRequest) -> list:
-        return [
-            request.fresh[key.index] if key.kind is StateKind.TOKENS else self._state(state, key)
-            for key in variant.inputs
-        ]
-
-    def _state(self, state: SlotState, key: StateKey) -> torch.Tensor:
-        value = state.tensors.get(key)
-        if value is None and key.kind is StateKind.COUNTER:  # all tokens fresh after a full refresh
-            site = self.analysis.sites[key.index]
-            stream = example_value(site.stream)
-            shape = (stream.shape[site.batch_axis], stream.shape[site.token_axis])
-            value = torch.zeros(shape, dtype=torch.float32, device=stream.device)
-        return value
+        """The variant's state inputs: token counts, and the slot's buffers (allocated on first use)."""
+        inputs = []
+        for key in variant.inputs:
+            if key.kind is StateKind.TOKENS:
+                inputs.append(request.fresh[key.index])
+            else:
+                if key not in state.tensors:
+                    state.tensors[key] = self.layout[key].allocate()
+                inputs.append(state.tensors[key])
+        return inputs
 
     def _fail(self, request: StepRequest, exc: Exception, generation) -> None:
         """Run the original graph from now on: exact, uncached, and said once."""

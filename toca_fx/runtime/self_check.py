@@ -29,8 +29,10 @@ class SelfCheckFailed(Exception):
     """A variant's outputs differ from its reference on the same inputs."""
 
 
-def compare(name: str, ours: Sequence, reference: Sequence, lossy_cache: bool = False) -> None:
-    """Raise :class:`SelfCheckFailed` at the first output of ``ours`` that differs from ``reference``."""
+def compare(name: str, ours: Sequence, reference: Sequence, lossy: bool = False) -> None:
+    """Raise :class:`SelfCheckFailed` at the first output of ``ours`` that differs from ``reference``.
+    ``lossy``: a comparison that crosses a rounding the outputs do not share (caches in a narrower
+    dtype, or quantized kernels compiled against eager ones), allowed ten times the difference."""
     for index, (a, b) in enumerate(zip(ours, reference, strict=True)):
         if not isinstance(b, torch.Tensor):
             if a != b:
@@ -45,12 +47,17 @@ def compare(name: str, ours: Sequence, reference: Sequence, lossy_cache: bool = 
                 raise SelfCheckFailed(f"{name} output {index} differs from the original graph's")
             continue
         error = _relative_error(a, b)
-        tolerance = TOLERANCE.get(b.dtype, 1e-3) * (10 if lossy_cache else 1)
+        tolerance = TOLERANCE.get(b.dtype, 1e-3) * (10 if lossy else 1)
         if not error <= tolerance:  # also catches NaN
             raise SelfCheckFailed(
                 f"{name} output {index} differs from the original graph's by {error:.3g} "
                 f"(relative L2; allowed {tolerance:g})"
             )
+
+
+def quantized(args: Sequence) -> bool:
+    """Whether any input is a tensor subclass (a torchao quantized weight)."""
+    return any(isinstance(a, torch.Tensor) and type(a) not in (torch.Tensor, torch.nn.Parameter) for a in args)
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
