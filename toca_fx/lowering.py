@@ -58,6 +58,23 @@ def drop_example_value(node: fx.Node) -> None:
     node.meta.pop("example_value", None)
 
 
+def keep_static_inputs(original: fx.GraphModule, variant: fx.GraphModule) -> None:
+    """Tell aot_autograd and Inductor which inputs of ``variant`` are the model's parameters, as they
+    are in the Dynamo graph it was built from: Inductor's CUDA graphs copy every other input into
+    their own buffers at each replay, but read parameters in place. aot_autograd reads the
+    parameter marks (``tensor_dict["_dynamo_static_input_type"]``, kept in the copied placeholders'
+    meta) only from a graph that carries Dynamo's compile id and a ``_dynamo_source`` on every
+    placeholder (``_aot_autograd/frontend_utils._try_get_metadata_from_dynamo``, torch 2.13);
+    the state placeholders the rewrite adds have no source."""
+    if "dynamo_compile_id" not in original.meta:
+        return
+    sources = {n.name: getattr(n, "_dynamo_source", None) for n in original.graph.find_nodes(op="placeholder")}
+    for node in variant.graph.find_nodes(op="placeholder"):
+        node._dynamo_source = sources.get(node.name)
+    variant.meta["dynamo_compile_id"] = original.meta["dynamo_compile_id"]
+    variant._param_name_to_source = getattr(original, "_param_name_to_source", {})
+
+
 def fake_mode() -> torch._subclasses.FakeTensorMode:
     """A fake-tensor mode for shape propagation and FLOP counting (``torch._subclasses``, torch 2.13)."""
     return torch._subclasses.FakeTensorMode(allow_non_fake_inputs=True)

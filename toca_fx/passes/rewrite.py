@@ -32,7 +32,7 @@ import torch.fx as fx
 from .. import selection
 from ..config import ToCaConfig
 from ..contract import SitePolicy, StateKey, StateKind, StepMode, step_mode
-from ..lowering import drop_example_value, example_value
+from ..lowering import drop_example_value, example_value, keep_static_inputs
 from . import counters
 from .analysis import RegionAnalysis
 from .choices import Choices
@@ -159,7 +159,9 @@ class _Builder:
     def finish(self) -> Variant:
         self.graph.output(tuple(self.model_outputs))
         self.graph.eliminate_dead_code(is_impure_node=lambda node: node in self.kept or is_impure(node))
-        return Variant(fx.GraphModule(self.gm, self.graph), self.inputs, list(dict.fromkeys(self.writes)))
+        module = fx.GraphModule(self.gm, self.graph)
+        keep_static_inputs(self.gm, module)
+        return Variant(module, self.inputs, list(dict.fromkeys(self.writes)))
 
 
 def _emit_cache(builder: _Builder, index: int, site: Site) -> None:
