@@ -55,6 +55,13 @@ def digit_methods(preset: str, args) -> list[methods.Method]:
         methods.toca(f"toca_fx {preset}", "toca_fx", preset, "faithful ToCa scores"),
         methods.toca(f"toca_fx {preset}, score=random", "toca_fx", preset, "random token selection", score="random"),
         methods.toca("toca_fx fora", "toca_fx", "fora", "FORA: reuse every branch between full steps"),
+        methods.toca(
+            f"toca_fx {preset}, forecast", "toca_fx", preset, "stale rows forecast (order 1)", forecast_order=1
+        ),
+        *[
+            methods.toca(f"toca_fx taylorseer N={n}", "toca_fx", "taylorseer", "reuse forecast (order 2)", interval=n)
+            for n in (3, 4, 6)
+        ],
         *[methods.peer(hook) for hook in peers.HOOKS],
         *methods.sweep(preset, args.intervals, args.ratios),
     ]
@@ -66,6 +73,7 @@ def realistic_methods() -> list[methods.Method]:
         methods.plain_compile(),
         methods.toca("toca_fx pixart-alpha", "toca_fx", "pixart-alpha"),
         methods.toca("toca_fx fora", "toca_fx", "fora"),
+        methods.toca("toca_fx taylorseer", "toca_fx", "taylorseer"),
     ]
 
 

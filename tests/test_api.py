@@ -86,6 +86,19 @@ def test_unknown_step_count_is_learned_from_the_first_generation():
     assert toca.num_steps == 6 and toca.stats["partial_steps"] > 0
 
 
+@pytest.mark.parametrize("preset", ["fora", "taylorseer", "flux"])
+def test_a_schedule_that_ignores_the_length_caches_the_first_generation(preset):
+    """Fixed intervals and no step factor: step s has the same plan in a generation of any length,
+    so the first generation, of unknown length, caches as it would with num_steps given."""
+    case = pixart_case()
+    toca, model = compile_toca(case, preset, compiler="eager", num_steps=9)
+    known = sample(case, model, 9)
+    toca, model = compile_toca(case, preset, compiler="eager")
+    assert not toca.config.schedule_needs_length
+    assert all(torch.equal(a, b) for a, b in zip(sample(case, model, 9), known))
+    assert toca.stats["partial_steps"] > 0
+
+
 def test_two_calls_per_step_keep_separate_caches():
     """Pipelines that run cond and uncond as two calls per step get one state per call slot."""
     case = pixart_case(batch=1)

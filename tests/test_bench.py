@@ -29,7 +29,8 @@ def test_smoke_run_writes_every_row(tmp_path, capsys):
         methods = [row.method for row in rows]
         assert methods[:2] == ["eager (uncached)", "torch.compile"]
         assert peer_rows <= set(methods) and "toca_fx fora" in methods
-        assert sum(row.kind == "toca_fx" for row in rows) == 3  # faithful scores, random scores, FORA
+        # faithful scores, random scores, FORA, forecast stale rows, TaylorSeer at 3 intervals
+        assert sum(row.kind == "toca_fx" for row in rows) == 7
         assert any(row.kind == "sweep" for row in rows)
         uncached = rows[0]
         for row in rows:

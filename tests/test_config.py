@@ -65,7 +65,10 @@ def test_defaults_are_valid_pixart_alpha():
 
 
 def test_presets():
-    assert set(PRESETS) == {"pixart-alpha", "toca", "dit", "fora", "random", "opensora", "flux"}
+    assert set(PRESETS) == {"pixart-alpha", "toca", "dit", "fora", "random", "opensora", "flux"} | {
+        "taylorseer",
+        "toca-forecast",
+    }
     dit = ToCaConfig.preset("dit")
     assert (dit.fresh_ratio, dit.interval, dit.score) == (0.07, 3, "attention")
     assert dit.count_down and not dit.cfg_shared
@@ -77,6 +80,9 @@ def test_presets():
     assert (fora.interval, fora.fresh_ratio, fora.interval_step_weight, fora.score) == (3, 0.0, 0.0, "random")
     assert (fora.step_weight, fora.layer_weight, fora.spatial_weight, fora.cache_weight) == (0, 0, 0, 0)
     assert ToCaConfig.preset("random") == dataclasses.replace(ToCaConfig(), score="random")
+    assert ToCaConfig.preset("taylorseer") == dataclasses.replace(fora, interval=4, forecast_order=2)
+    assert ToCaConfig.preset("toca-forecast") == dataclasses.replace(ToCaConfig(), forecast_order=1)
+    assert ToCaConfig().forecast_order == 0 and fora.forecast_order == 0  # ToCa's stale reuse
 
 
 def test_opensora_and_flux_presets():

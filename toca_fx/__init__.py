@@ -7,6 +7,7 @@ print(toca_fx.explain(model, *example_inputs))
 """
 
 from .backend import ToCa, toca_backend
+from .calibrate import Calibration, calibrate
 from .config import PRESETS, ToCaConfig
 from .explain import explain
 from .lowering import register_backend
@@ -14,4 +15,14 @@ from .pipelines import disable, enable
 
 register_backend(toca_backend, "toca")
 
-__all__ = ["PRESETS", "ToCa", "ToCaConfig", "disable", "enable", "explain", "toca_backend"]
+__all__ = [
+    "PRESETS",
+    "Calibration",
+    "ToCa",
+    "ToCaConfig",
+    "calibrate",
+    "disable",
+    "enable",
+    "explain",
+    "toca_backend",
+]

@@ -43,6 +43,8 @@ class ToCaConfig:
     step_buckets: int = 0  # step progress levels for the ratio; 0 = exact per step (k is symbolic: no extra compiles)
     attention_chunk: int = 256  # queries per chunk when computing s1 at full steps
     cache_dtype: torch.dtype | None = None  # dtype of the caches (None: the model's)
+    forecast_order: int = 0  # Taylor order of cached values at partial steps (0: read as cached, as ToCa does)
+    full_steps: tuple[int, ...] | None = None  # a calibrated schedule's full steps (calibrate.py); None: every N
     compiler: str = "inductor"  # inner compiler: "inductor", "eager" or "aot_eager"
     self_check: bool = True  # check each compiled variant's first outputs against the original graph
 
@@ -50,6 +52,11 @@ class ToCaConfig:
         for name in ("interval", "spatial_grid", "leading_full_steps", "attention_chunk"):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("step_buckets", self.step_buckets, minimum=0)
+        _check_int("forecast_order", self.forecast_order, minimum=0)
+        if self.full_steps is not None:
+            self._check_full_steps()
+        if self.forecast_order > MAX_FORECAST_ORDER:
+            raise ValueError(_message("forecast_order", f"<= {MAX_FORECAST_ORDER}", self.forecast_order))
         if self.num_steps is not None:
             _check_int("num_steps", self.num_steps, minimum=1)
         _check_real("fresh_ratio", self.fresh_ratio, 0.0, 1.0)
@@ -70,6 +77,20 @@ class ToCaConfig:
             _check_float_dtype("cache_dtype", self.cache_dtype)
         self._check_ratio_bounded()
 
+    def _check_full_steps(self) -> None:
+        """A calibrated schedule: increasing steps from 0 (the first step fills the caches), inside
+        the generation it was calibrated for."""
+        steps = self.full_steps
+        if not isinstance(steps, (tuple, list)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in steps
+        ):
+            raise TypeError(_message("full_steps", "None or a sequence of ints", steps))
+        if not steps or steps[0] != 0 or any(a >= b for a, b in zip(steps, steps[1:])):
+            raise ValueError(_message("full_steps", "increasing steps starting at 0", steps))
+        if self.num_steps is None or steps[-1] >= self.num_steps:
+            raise ValueError(_message("full_steps", "steps below num_steps (set num_steps with it)", steps))
+        object.__setattr__(self, "full_steps", tuple(steps))
+
     def _check_ratio_bounded(self) -> None:
         """fresh_ratio * f_step * f_layer * f_module must stay finite over every step and layer: the
         factors are linear, so it is enough to evaluate them (as the schedule does) at the ends."""
@@ -88,6 +109,12 @@ class ToCaConfig:
                 f"(step_weight={self.step_weight!r}, layer_weight={self.layer_weight!r}, "
                 f"layer_center={self.layer_center!r}, largest kind weight {kind!r}): use weights of a sane size"
             )
+
+    @property
+    def schedule_needs_length(self) -> bool:
+        """Whether a step's plan depends on the generation's length (step progress, a time-varying
+        or counted-down interval, a calibrated schedule); if not, a generation of unknown length caches."""
+        return bool(self.step_weight or self.interval_step_weight or self.count_down or self.full_steps is not None)
 
     def kind_weight(self, kind: str) -> float:
         """The per-kind ratio factor f_module for a site kind."""
@@ -147,6 +174,17 @@ def _fields(config: ToCaConfig) -> dict:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
+# FORA: every site reused whole between full steps, every N steps.
+_REUSE_EVERY_SITE = dict(
+    interval=3,
+    fresh_ratio=0.0,
+    interval_step_weight=0.0,
+    step_weight=0.0,
+    layer_weight=0.0,
+    score="random",
+    spatial_weight=0.0,
+    cache_weight=0.0,
+)
 _PRESETS = {
     "pixart-alpha": {},
     "toca": {},
@@ -165,17 +203,12 @@ _PRESETS = {
         count_down=True,
         interval_step_weight=0.0,
     ),
-    "fora": dict(
-        interval=3,
-        fresh_ratio=0.0,
-        interval_step_weight=0.0,
-        step_weight=0.0,
-        layer_weight=0.0,
-        score="random",
-        spatial_weight=0.0,
-        cache_weight=0.0,
-    ),
+    "fora": _REUSE_EVERY_SITE,
     "random": dict(score="random"),
+    # TaylorSeer (arXiv 2503.06923): every site reused between full steps, forecast to second order.
+    "taylorseer": {**_REUSE_EVERY_SITE, "interval": 4, "forecast_order": 2},
+    # ToCa's selection with the cached rows forecast to first order instead of read stale.
+    "toca-forecast": dict(forecast_order=1),
     # OpenSora: s2 + s3 scores, no spatial bonus, CFG halves share tokens; no step or layer factor.
     "opensora": dict(
         fresh_ratio=0.1,
@@ -253,6 +286,7 @@ def linear_factor(weight: float, x: float) -> float:
     return 1 + weight - 2 * weight * x
 
 
+MAX_FORECAST_ORDER = 2
 CACHE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)  # what scatter supports
 
 

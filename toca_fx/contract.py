@@ -57,6 +57,8 @@ class StateKind(StrEnum):
     SCORE = "score"  # a block's token score from its last full step, (B, N)
     TOKENS = "tokens"  # k: the int number of fresh tokens of a partial site
     CONTEXT = "context"  # a step-invariant context value from the last full step
+    DERIVATIVE = "derivative"  # a site's cache's finite-difference derivative (part: order - 1), like the cache
+    CLOCK = "clock"  # (full steps so far, steps since the last full step), float32: forecasting's time
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,10 @@ class StateKey:
     @property
     def name(self) -> str:
         """The placeholder name in a variant's graph."""
-        suffix = f"_{self.part}" if self.kind is StateKind.INTERIOR else ""
+        suffix = f"_{self.part}" if self.kind in (StateKind.INTERIOR, StateKind.DERIVATIVE) else ""
         return f"toca_{self.kind}_{self.index}{suffix}"
 
     @property
     def is_cache(self) -> bool:
         """Whether it holds cached activations (counted as cache memory)."""
-        return self.kind in (StateKind.CACHE, StateKind.INTERIOR)
+        return self.kind in (StateKind.CACHE, StateKind.INTERIOR, StateKind.DERIVATIVE)

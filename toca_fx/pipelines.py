@@ -103,7 +103,7 @@ def enable(pipe, config_or_preset: ToCaConfig | str | None = None, **overrides) 
         raise TypeError(
             f"toca_fx.enable needs a diffusers pipeline with a `transformer` module; {type(pipe).__name__} has none"
         )
-    if getattr(pipe, _STATE, None) is not None:
+    if is_enabled(pipe):
         log.info("toca_fx: pipeline already enabled: replacing its ToCa backend")
         disable(pipe)
         transformer = pipe.transformer
@@ -124,6 +124,10 @@ def enable(pipe, config_or_preset: ToCaConfig | str | None = None, **overrides) 
     chosen = "preset chosen at the first call" if config_or_preset is None else f"config {config_or_preset!r}"
     log.info("toca_fx: enabled on %s.transformer (%s)", state.pipeline_class.__name__, chosen)
     return toca
+
+
+def is_enabled(pipe) -> bool:
+    return getattr(pipe, _STATE, None) is not None
 
 
 def disable(pipe) -> None:

@@ -40,6 +40,8 @@ class StepPlan:
 
 def is_full_step(config: ToCaConfig, step: int, num_steps: int) -> bool:
     """Whether `step` (counted upward from 0) computes everything and refills the caches."""
+    if config.full_steps is not None:
+        return step in config.full_steps
     if config.interval == 1 or step < config.leading_full_steps:
         return True
     w = config.interval_step_weight
@@ -71,6 +73,11 @@ def build_schedule(
     for the layer factor (default: the deepest site's layer + 1)."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1; got {num_steps!r}")
+    if config.full_steps is not None and num_steps != config.num_steps:
+        raise ValueError(
+            f"toca_fx: the calibrated schedule (full_steps) is for {config.num_steps} steps; this generation has "
+            f"{num_steps}: calibrate for {num_steps} steps, or run {config.num_steps}"
+        )
     num_layers = num_layers or max((site.layer for site in sites), default=0) + 1
     plans = []
     for step in range(num_steps):

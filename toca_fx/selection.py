@@ -146,14 +146,19 @@ def update_counter_(counter: Tensor, idx: Tensor) -> Tensor:
     return counter.add_(1).scatter_(1, idx, 0.0)
 
 
+def _laid_out(rows: Tensor, ndim: int, dim: int, batch_dim: int) -> Tensor:
+    """A (B, N) per-token tensor viewed to broadcast against an ``ndim``-dim tensor whose tokens lie
+    along ``dim`` and batch along ``batch_dim``."""
+    view = [1] * ndim
+    view[batch_dim], view[dim] = rows.shape
+    return (rows if batch_dim < dim else rows.t()).reshape(view)  # in the order of the axes it indexes
+
+
 def _token_index(idx: Tensor, like_shape: torch.Size, dim: int, batch_dim: int) -> Tensor:
     """Expand ``idx`` (B, k) to index ``dim`` of a tensor shaped like ``like_shape`` whose batch is ``batch_dim``."""
-    view = [1] * len(like_shape)
-    view[batch_dim], view[dim] = idx.shape
     shape = list(like_shape)
     shape[dim] = idx.shape[1]
-    rows = idx if batch_dim < dim else idx.t()  # laid out in the order of the axes it indexes
-    return rows.reshape(view).expand(shape)
+    return _laid_out(idx, len(like_shape), dim, batch_dim).expand(shape)
 
 
 def gather_tokens(x: Tensor, idx: Tensor, dim: int = 1, batch_dim: int = 0) -> Tensor:
@@ -175,3 +180,47 @@ def scatter_tokens_(cache: Tensor, idx: Tensor, values: Tensor, dim: int = 1, ba
     """In place: the tokens ``idx`` of ``cache`` along ``dim`` replaced by ``values``."""
     dim = dim % cache.dim()
     return cache.scatter_(dim, _token_index(idx, values.shape, dim, batch_dim), values.to(cache.dtype))
+
+
+# -- forecasting: Taylor series of cached values in step units (TaylorSeer) ------------------------------
+def tick_clock_(clock: Tensor) -> Tensor:
+    """In place, at a partial step: one more step since the last full step."""
+    clock[1].add_(1)
+    return clock
+
+
+def restart_clock_(clock: Tensor) -> Tensor:
+    """In place, at the end of a full step: one more full step seen, none since."""
+    clock[0].add_(1)
+    clock[1].zero_()
+    return clock
+
+
+def cache_age(clock: Tensor, counter: Tensor | None, ndim: int, dim: int, batch_dim: int, ahead: int = 0) -> Tensor:
+    """Steps since each row of a cache was computed, ``ahead`` steps on: a partial site's staleness
+    counter laid out like the cache, or, for a site reused whole, the steps since the last full step."""
+    if counter is None:
+        return clock[1] + ahead
+    return _laid_out(counter, ndim, dim % ndim, batch_dim) + ahead
+
+
+def update_derivatives_(value: Tensor, cache: Tensor, derivatives: list[Tensor], age: Tensor, clock: Tensor) -> None:
+    """In place, at a full step, before ``cache`` takes ``value``: each derivative (first, second, ...)
+    as the finite difference of the one below over the ``age`` steps since the cached rows were
+    computed; 0 until enough full steps have been seen for that order."""
+    difference = value - cache.to(value.dtype)
+    for order, derivative in enumerate(derivatives):
+        estimate = torch.where(clock[0] > order, difference / age.to(value.dtype), 0.0)
+        difference = estimate - derivative.to(value.dtype)
+        derivative.copy_(estimate)
+
+
+def forecast(cache: Tensor, derivatives: list[Tensor], age: Tensor, dtype: torch.dtype) -> Tensor:
+    """The cached value ``age`` steps after it was computed: its Taylor series in step units
+    (``cache + d1 * age + d2 * age**2 / 2``). Rows of age 0 (fresh this step) are the cache exactly."""
+    out = cache.to(dtype)
+    term = age.to(dtype)
+    for order, derivative in enumerate(derivatives, 1):
+        out = out + derivative.to(dtype) * term
+        term = term * age.to(dtype) / (order + 1)
+    return out

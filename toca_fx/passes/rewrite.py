@@ -16,7 +16,14 @@ PARTIAL: one per tuple of per-site :class:`StepMode`, with each partial site's k
     idx = select_fresh(score_l, counter_i, k)         cache_i.scatter_(idx, y_fresh)
     cache_i ─ (* gate_t) ─ add ─▶                    counter_i: + 1, 0 at idx (in place)
 
-A REUSE site's branch is dropped and ``cache_i`` feeds the gate directly; a COMPUTE site runs as in
+With ``forecast_order`` > 0, FULL first updates each cache's derivatives from the difference
+(``update_derivatives_``), and a partial step reads the Taylor series of the cache to each row's age
+(its staleness counter, or the steps since the last full step: ``cache_age`` on the ``clock``)::
+
+    FULL:     y ─ update_derivatives_(y, cache_i, [d1_i, d2_i], age, clock) ─ cache_i.copy_(y)
+    PARTIAL:  cache_i ─ forecast(cache_i, [d1_i, d2_i], age) ─ (* gate_t) ─ add ─▶
+
+A REUSE site's branch is dropped and ``cache_i`` (or its forecast) feeds the gate directly; a COMPUTE site runs as in
 FULL and refreshes its cache. Step-invariant context values (``context.py``) that FULL copies are
 read back, not recomputed. Rewritten nodes carry ``meta["toca"]`` with the site and the role.
 """
@@ -88,7 +95,22 @@ def state_layout(analysis: RegionAnalysis, choices: Choices) -> dict[StateKey, B
             layout[StateKey(StateKind.SCORE, layer)] = BufferSpec((query.shape[0], tokens), torch.float32, query.device)
     for j, value in enumerate(analysis.context.values):
         layout[StateKey(StateKind.CONTEXT, j)] = like(value)
+    forecast_sites = [(i, s) for i, s in enumerate(analysis.sites) if forecasts(choices.config, s)]
+    for i, site in forecast_sites:
+        for order in range(choices.config.forecast_order):
+            layout[StateKey(StateKind.DERIVATIVE, i, order)] = like(site.output, cache_dtype(choices.config, site))
+    if forecast_sites:
+        device = example_value(forecast_sites[0][1].output).device
+        layout[CLOCK] = BufferSpec((2,), torch.float32, device)
     return layout
+
+
+CLOCK = StateKey(StateKind.CLOCK, 0)
+
+
+def forecasts(config: ToCaConfig, site: Site) -> bool:
+    """Whether a site's cached output is forecast at partial steps (its interior values are not)."""
+    return config.forecast_order > 0 and site.policy is not SitePolicy.FULL
 
 
 def cache_dtype(config: ToCaConfig, site: Site) -> torch.dtype:
@@ -164,18 +186,57 @@ class _Builder:
         return Variant(module, self.inputs, list(dict.fromkeys(self.writes)))
 
 
-def _emit_cache(builder: _Builder, index: int, site: Site) -> None:
+def _emit_cache(builder: _Builder, index: int, site: Site) -> fx.Node:
     """Copy a freshly computed site output (and interior values) into its cache buffers, right where
-    they are computed; the staleness of every token starts again at 0."""
+    they are computed; the staleness of every token starts again at 0. Returns the cache's copy."""
     meta = {"site": index, "role": "cache"}
+    writes = []
     for key, node in [(StateKey(StateKind.CACHE, index), site.output)] + [
         (StateKey(StateKind.INTERIOR, index, j), node) for j, node in enumerate(site.interior)
     ]:
         with builder.graph.inserting_after(builder.env[node]):
-            builder.write(key, builder.env[node], meta=meta)
+            writes.append(builder.write(key, builder.env[node], meta=meta))
     if site.policy is SitePolicy.PARTIAL:
         counter = StateKey(StateKind.COUNTER, index)
         builder.method("zero_", builder.state(counter), key=counter, meta={"site": index, "role": "counter"})
+    return writes[0]
+
+
+def _age(builder: _Builder, index: int, site: Site, ahead: int = 0) -> fx.Node:
+    """Steps since each cached row of a site was computed (``selection.cache_age``)."""
+    counter = builder.state(StateKey(StateKind.COUNTER, index)) if site.policy is SitePolicy.PARTIAL else None
+    ndim = example_value(site.output).dim()
+    meta = {"site": index, "role": "age"}
+    clock = builder.state(CLOCK)
+    return builder.call(
+        selection.cache_age, clock, counter, ndim, site.flow.dims[site.output], site.batch_axis, ahead, meta=meta
+    )
+
+
+def _derivatives(builder: _Builder, index: int) -> list[fx.Node]:
+    keys = [StateKey(StateKind.DERIVATIVE, index, order) for order in range(builder.config.forecast_order)]
+    return [builder.state(key) for key in keys]
+
+
+def _update_derivatives(builder: _Builder, index: int, site: Site, cache_write: fx.Node) -> None:
+    """At a full step, before the cache takes the new output: the derivatives from the difference."""
+    with builder.graph.inserting_before(cache_write):
+        age = _age(builder, index, site, ahead=1)  # the counter and clock move at the end of the step
+        derivatives = _derivatives(builder, index)
+        builder.writes.extend(StateKey(StateKind.DERIVATIVE, index, o) for o in range(len(derivatives)))
+        meta = {"site": index, "role": "derivatives"}
+        value, cache = builder.env[site.output], builder.state(StateKey(StateKind.CACHE, index))
+        builder.call(selection.update_derivatives_, value, cache, derivatives, age, builder.state(CLOCK), meta=meta)
+
+
+def _restored(builder: _Builder, index: int, site: Site, cache: fx.Node) -> fx.Node:
+    """What stands in for the branch output at a partial step: the cache, or its forecast."""
+    if not forecasts(builder.config, site):
+        return builder.from_cache(cache, site, site.output)
+    dtype = example_value(site.output).dtype
+    age = _age(builder, index, site)
+    meta = {"site": index, "role": "forecast"}
+    return builder.call(selection.forecast, cache, _derivatives(builder, index), age, dtype, meta=meta)
 
 
 def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, choices: Choices) -> Variant:
@@ -183,7 +244,12 @@ def build_full(gm: fx.GraphModule, analysis: RegionAnalysis, choices: Choices) -
     builder = _Builder(gm, choices.config)
     for index, site in enumerate(analysis.sites):
         if site.policy is not SitePolicy.FULL:
-            _emit_cache(builder, index, site)
+            cache_write = _emit_cache(builder, index, site)
+            if forecasts(choices.config, site):
+                _update_derivatives(builder, index, site, cache_write)
+    if CLOCK in builder.placeholders:
+        builder.writes.append(CLOCK)
+        builder.call(selection.restart_clock_, builder.state(CLOCK), meta={"role": "clock"})
     for j, value in enumerate(analysis.context.values):
         with builder.graph.inserting_after(builder.env[value]):
             builder.write(StateKey(StateKind.CONTEXT, j), builder.env[value], meta={"role": "context"})
@@ -220,6 +286,11 @@ def build_partial(
     ``analysis.context.values``) read from the last full step."""
     counters["variant:partial"] += 1
     builder = _Builder(gm, choices.config)
+    if any(forecasts(choices.config, site) for site in analysis.sites):
+        clock = builder.state(CLOCK)
+        builder.writes.append(CLOCK)
+        with builder.graph.inserting_after(clock):
+            builder.call(selection.tick_clock_, clock, meta={"role": "clock"})
     for index, (site, mode) in enumerate(zip(analysis.sites, modes, strict=True)):
         if site.policy is SitePolicy.FULL:
             continue
@@ -240,11 +311,11 @@ def _reuse(builder: _Builder, index: int, site: Site) -> None:
     y = builder.env[site.output]
     cache = builder.state(StateKey(StateKind.CACHE, index))
     with builder.graph.inserting_before(y.next):
-        restored = builder.from_cache(cache, site, site.output)
         if site.policy is SitePolicy.PARTIAL:  # the staleness of every token grows by one step
             counter = StateKey(StateKind.COUNTER, index)
             meta = {"site": index, "role": "counter"}
             builder.method("add_", builder.state(counter), 1, key=counter, meta=meta)
+        restored = _restored(builder, index, site, cache)
     y.replace_all_uses_with(restored)
 
 
@@ -310,7 +381,7 @@ def _partial(builder: _Builder, choices: Choices, index: int, site: Site) -> Non
             site.batch_axis,
             meta=meta | {"role": "scatter"},
         )
-        restored = builder.from_cache(updated, site, site.output)
         builder.writes.append(counter_key)
         builder.call(selection.update_counter_, counter, idx, meta=meta | {"role": "counter"})
+        restored = _restored(builder, index, site, updated)
     y.replace_all_uses_with(restored)

@@ -68,8 +68,13 @@ class Region:
         return tuple(tokens_computed(m, k, s.num_tokens) for m, k, s in zip(modes, fresh, sites))
 
     def plan(self, step: int, num_steps: int | None) -> StepPlan | None:
-        """The step's plan, or None (run FULL) when the number of steps is not known."""
-        if not self.analysis.cacheable or self.failure or num_steps is None or step >= num_steps:
+        """The step's plan, or None (run FULL) when the generation's length is not known and the
+        schedule depends on it. A schedule that does not (FORA, TaylorSeer: fixed interval, no step
+        factor) plans any step from a horizon past it: the plan is the same for every length."""
+        if num_steps is None and self.config.schedule_needs_length:
+            return None
+        num_steps = num_steps or 1 << step.bit_length()  # a power of 2 above step: few schedules built
+        if not self.analysis.cacheable or self.failure or step >= num_steps:
             return None
         return self.schedule(num_steps)[step]
 
