@@ -1,0 +1,185 @@
+"""Context parallelism: a tiny FLUX sharded over 2 CPU processes (gloo) with diffusers' Ulysses
+attention (``enable_parallelism``, the model's ``_cp_plan``), under toca_fx.
+
+One spawn of 2 ranks runs every scenario (the uncached sharded model, ``interval=1``, the ``flux``
+preset with aot_eager and with Inductor) and hands its results to the tests; the one-process runs
+happen here. On a CPU-only torch, ``enable_parallelism`` needs the device-count workaround of
+``examples/context_parallel.py`` (``cpu_device_count_workaround``: diffusers 0.42.1 divides by
+``torch.accelerator.device_count()``, which is 0 there).
+
+Ring attention (``ring_degree``) is not tested: it fails on CPU before toca_fx is involved.
+diffusers' ring attention needs each attention's log-sum-exp (``return_lse=True``); its native
+backend (SDPA) raises ``ValueError: Native attention does not support return_lse=True``, and the
+flash backends that return it have no CPU kernel.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from tabulate import tabulate
+
+import toca_fx
+from toca_fx.lowering import CollectiveCounter, inner_compiler
+from toca_fx.schedule import is_full_step
+
+RANKS, STEPS = 2, 12
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _example():
+    spec = importlib.util.spec_from_file_location("context_parallel_example", ROOT / "examples" / "context_parallel.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+example = _example()
+
+
+def _sites(toca) -> list[tuple[str, str, str]]:
+    return [(site.block, site.kind, str(site.policy)) for site in toca.sites]
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _toca_run(model, inputs, compiler: str, counter: CollectiveCounter | None = None, **overrides):
+    """Compile ``model`` with a new ToCa backend, generate once (compiling), then once more counted."""
+    torch._dynamo.reset()
+    compile_with = inner_compiler(compiler)
+    toca = toca_fx.ToCa(inner_compiler=counter.counting(compile_with) if counter else compile_with, **overrides)
+    compiled = torch.compile(model, backend=toca, dynamic=False)
+    latents = example.generate(compiled, inputs, STEPS, toca)
+    steps = example.collectives_per_step(compiled, inputs, STEPS, counter, toca) if counter else None
+    return toca, latents, steps
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)  # 2 ranks on 2 cores
+    dist.init_process_group("gloo", rank=rank, world_size=RANKS)
+    try:
+        model = example.tiny_flux()
+        example.enable_ulysses(model, RANKS)
+        inputs = example.flux_inputs()
+        counter = CollectiveCounter()
+        reference = example.generate(model, inputs, STEPS)
+        with counter:
+            uncached = example.collectives_per_step(model, inputs, STEPS, counter)
+        _, interval_one, _ = _toca_run(model, inputs, "aot_eager", interval=1)
+        toca, preset, preset_steps = _toca_run(model, inputs, "aot_eager", counter, config="flux")
+        _, inductor, inductor_steps = _toca_run(model, inputs, "inductor", counter, config="flux")
+        full = [i for i in range(STEPS) if is_full_step(toca.config, i, STEPS)]
+        results = dict(
+            latents=preset,
+            interval_one_diff=float((interval_one - reference).abs().max()),
+            preset_error=_relative(preset, reference),
+            inductor_error=_relative(inductor, reference),
+            sites=_sites(toca),
+            full=full,
+            uncached=[dict(c) for c in uncached],
+            preset=[dict(c) for c in preset_steps],
+            inductor=[dict(c) for c in inductor_steps],
+        )
+        torch.save(results, Path(out) / f"rank{rank}.pt")
+        dist.barrier()  # rank 0 hosts the store: it must not leave while the other rank still uses it
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("context_parallel")
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=RANKS, join=True)
+    return [torch.load(out / f"rank{r}.pt") for r in range(RANKS)]
+
+
+@pytest.fixture(scope="module")
+def one_process() -> dict:
+    model = example.tiny_flux()
+    inputs = example.flux_inputs()
+    reference = example.generate(model, inputs, STEPS)
+    toca, latents, _ = _toca_run(model, inputs, "aot_eager", config="flux")
+    return dict(sites=_sites(toca), preset_error=_relative(latents, reference))
+
+
+def test_interval_one_is_exact_against_uncached_context_parallel(ranks):
+    assert [r["interval_one_diff"] for r in ranks] == pytest.approx([0.0] * RANKS, abs=1e-5)
+
+
+def test_ranks_agree_on_the_gathered_output(ranks):
+    assert torch.equal(ranks[0]["latents"], ranks[1]["latents"])
+
+
+def test_sites_classified_as_in_one_process(ranks, one_process):
+    """The all-to-alls are token-axis transforms: FLUX's single-stream blocks stay mixed/partial."""
+    assert ranks[0]["sites"] == ranks[1]["sites"] == one_process["sites"]
+    assert Counter(kind_policy[1:] for kind_policy in one_process["sites"]) == {
+        ("joint_attention", "reuse"): 2,
+        ("mlp", "partial"): 2,
+        ("mixed", "partial"): 2,
+    }
+
+
+def test_preset_error_matches_one_process(ranks, one_process):
+    """Fresh tokens come from each rank's shard (k of N/2 per rank instead of k of N): the error of
+    the flux preset stays within a quarter of the one-process error."""
+    single = one_process["preset_error"]
+    assert single > 0
+    for rank in ranks:
+        assert rank["preset_error"] == pytest.approx(single, rel=0.25)
+
+
+# Each all-to-all carries one (B=1, 35 local tokens, 2 heads, 16) float32 tensor: 4480 bytes. The
+# double-stream block and the 2 single-stream blocks run 4 each (q, k, v there; the output back);
+# the model's output is gathered once: (1, 32 local image tokens, 4 channels) float32, 512 bytes.
+FULL_STEP = {
+    "all_to_all_single": 12,
+    "all_to_all_single bytes": 12 * 4480,
+    "all_gather_into_tensor": 1,
+    "all_gather_into_tensor bytes": 512,
+}
+PARTIAL_STEP = {"all_gather_into_tensor": 1, "all_gather_into_tensor bytes": 512}
+
+
+@pytest.mark.parametrize("compiler", ["preset", "inductor"])
+def test_partial_steps_run_no_all_to_all(ranks, compiler, capsys):
+    """Every attention is reused or read from an interior cache at partial steps: its all-to-alls
+    and their waits are gone from the PARTIAL variant. FULL runs what the uncached model runs."""
+    for rank in ranks:
+        steps, full = rank[compiler], rank["full"]
+        assert all(step == FULL_STEP for step in rank["uncached"])
+        assert [steps[i] for i in full] == [FULL_STEP] * len(full)
+        assert [steps[i] for i in range(STEPS) if i not in full] == [PARTIAL_STEP] * (STEPS - len(full))
+    steps, full = ranks[0][compiler], ranks[0]["full"]
+    partial = next(i for i in range(STEPS) if i not in full)
+    names = ("all_to_all_single", "all_to_all_single bytes", "all_gather_into_tensor")
+    rows = [
+        [kind, *(step.get(name, 0) for name in names)]
+        for kind, step in (("full", steps[full[0]]), ("partial", steps[partial]))
+    ]
+    with capsys.disabled():
+        print(f"\n{compiler}: collectives per step on each rank (full steps {full} of {STEPS})")
+        print(tabulate(rows, ["step", "all-to-all", "all-to-all bytes", "all-gather"], tablefmt="github"))
+
+
+def test_inductor_error_matches_aot_eager(ranks):
+    """Inductor runs the same variants (its random fresh-token draws differ from eager's)."""
+    for rank in ranks:
+        assert rank["inductor_error"] == pytest.approx(rank["preset_error"], rel=0.25)
