@@ -52,19 +52,19 @@ def enable_ulysses(model: torch.nn.Module, degree: int) -> None:
         model.enable_parallelism(config=diffusers.ContextParallelConfig(ulysses_degree=degree))
 
 
-def tiny_flux(heads: int = 2, seed: int = 0) -> diffusers.FluxTransformer2DModel:
-    """One double-stream and two single-stream blocks; ``heads`` must be a multiple of the ranks."""
+def tiny_flux(heads: int = 2, head_dim: int = 16, double: int = 1, single: int = 2, seed: int = 0):
+    """A FLUX transformer with random weights; ``heads`` must be a multiple of the ranks."""
     torch.manual_seed(seed)
     return diffusers.FluxTransformer2DModel(
         patch_size=1,
         in_channels=4,
-        num_layers=1,
-        num_single_layers=2,
-        attention_head_dim=16,
+        num_layers=double,
+        num_single_layers=single,
+        attention_head_dim=head_dim,
         num_attention_heads=heads,
         joint_attention_dim=32,
         pooled_projection_dim=32,
-        axes_dims_rope=[4, 4, 8],
+        axes_dims_rope=[head_dim // 4, head_dim // 4, head_dim // 2],
     ).eval()
 
 

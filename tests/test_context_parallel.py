@@ -15,7 +15,6 @@ flash backends that return it have no CPU kernel.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 from collections import Counter
@@ -27,22 +26,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tabulate import tabulate
 
+import examples.context_parallel as example
 import toca_fx
+from toca_fx.contract import StateKind
 from toca_fx.lowering import CollectiveCounter, inner_compiler
 from toca_fx.schedule import is_full_step
 
+from harness import slot_states
+
 RANKS, STEPS = 2, 12
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _example():
-    spec = importlib.util.spec_from_file_location("context_parallel_example", ROOT / "examples" / "context_parallel.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-example = _example()
 
 
 def _sites(toca) -> list[tuple[str, str, str]]:
@@ -54,14 +46,21 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _toca_run(model, inputs, compiler: str, counter: CollectiveCounter | None = None, **overrides):
-    """Compile ``model`` with a new ToCa backend, generate once (compiling), then once more counted."""
+    """Compile ``model`` with a new ToCa backend, generate once (compiling, keeping the s1 scores of
+    the first step), then once more counted."""
     torch._dynamo.reset()
     compile_with = inner_compiler(compiler)
     toca = toca_fx.ToCa(inner_compiler=counter.counting(compile_with) if counter else compile_with, **overrides)
     compiled = torch.compile(model, backend=toca, dynamic=False)
-    latents = example.generate(compiled, inputs, STEPS, toca)
+    scores = {}
+
+    def keep_scores(step: int) -> None:
+        for state in slot_states(toca) if step == 0 else ():
+            scores.update({key.index: t.clone() for key, t in state.tensors.items() if key.kind is StateKind.SCORE})
+
+    latents = example.generate(compiled, inputs, STEPS, toca, on_step=keep_scores)
     steps = example.collectives_per_step(compiled, inputs, STEPS, counter, toca) if counter else None
-    return toca, latents, steps
+    return toca, latents, steps, scores
 
 
 def _worker(rank: int, port: int, out: str) -> None:
@@ -76,9 +75,9 @@ def _worker(rank: int, port: int, out: str) -> None:
         reference = example.generate(model, inputs, STEPS)
         with counter:
             uncached = example.collectives_per_step(model, inputs, STEPS, counter)
-        _, interval_one, _ = _toca_run(model, inputs, "aot_eager", interval=1)
-        toca, preset, preset_steps = _toca_run(model, inputs, "aot_eager", counter, config="flux")
-        _, inductor, inductor_steps = _toca_run(model, inputs, "inductor", counter, config="flux")
+        _, interval_one, _, _ = _toca_run(model, inputs, "aot_eager", interval=1)
+        toca, preset, preset_steps, scores = _toca_run(model, inputs, "aot_eager", counter, config="flux")
+        _, inductor, inductor_steps, _ = _toca_run(model, inputs, "inductor", counter, config="flux")
         full = [i for i in range(STEPS) if is_full_step(toca.config, i, STEPS)]
         results = dict(
             latents=preset,
@@ -86,6 +85,7 @@ def _worker(rank: int, port: int, out: str) -> None:
             preset_error=_relative(preset, reference),
             inductor_error=_relative(inductor, reference),
             sites=_sites(toca),
+            scores=scores,
             full=full,
             uncached=[dict(c) for c in uncached],
             preset=[dict(c) for c in preset_steps],
@@ -115,8 +115,8 @@ def one_process() -> dict:
     model = example.tiny_flux()
     inputs = example.flux_inputs()
     reference = example.generate(model, inputs, STEPS)
-    toca, latents, _ = _toca_run(model, inputs, "aot_eager", config="flux")
-    return dict(sites=_sites(toca), preset_error=_relative(latents, reference))
+    toca, latents, _, scores = _toca_run(model, inputs, "aot_eager", config="flux")
+    return dict(sites=_sites(toca), preset_error=_relative(latents, reference), scores=scores)
 
 
 def test_interval_one_is_exact_against_uncached_context_parallel(ranks):
@@ -137,6 +137,17 @@ def test_sites_classified_as_in_one_process(ranks, one_process):
     }
 
 
+def test_attention_scores_are_the_one_process_scores_of_each_rank_tokens(ranks, one_process):
+    """s1 (attention received) under Ulysses: each rank sums its head group's map with the others'
+    (a reduce-scatter in the graph) and keeps its own keys. Single-stream blocks run text then image
+    tokens; rank r holds text tokens [3r, 3r + 3) and image tokens [32r, 32r + 32)."""
+    assert one_process["scores"] and ranks[0]["scores"].keys() == one_process["scores"].keys()
+    for r, rank in enumerate(ranks):
+        tokens = [*range(3 * r, 3 * r + 3), *range(6 + 32 * r, 6 + 32 * r + 32)]
+        for layer, score in rank["scores"].items():
+            torch.testing.assert_close(score, one_process["scores"][layer][:, tokens])
+
+
 def test_preset_error_matches_one_process(ranks, one_process):
     """Fresh tokens come from each rank's shard (k of N/2 per rank instead of k of N): the error of
     the flux preset stays within a quarter of the one-process error."""
@@ -149,11 +160,20 @@ def test_preset_error_matches_one_process(ranks, one_process):
 # Each all-to-all carries one (B=1, 35 local tokens, 2 heads, 16) float32 tensor: 4480 bytes. The
 # double-stream block and the 2 single-stream blocks run 4 each (q, k, v there; the output back);
 # the model's output is gathered once: (1, 32 local image tokens, 4 channels) float32, 512 bytes.
-FULL_STEP = {
+UNCACHED_STEP = {
     "all_to_all_single": 12,
     "all_to_all_single bytes": 12 * 4480,
     "all_gather_into_tensor": 1,
     "all_gather_into_tensor bytes": 512,
+}
+# At full steps the 2 single-stream blocks also score their tokens (s1): a reduce-scatter of the
+# attention each of the 70 keys receives from this rank's heads (280 bytes), an all-reduce of the
+# squared norm (4 bytes).
+FULL_STEP = UNCACHED_STEP | {
+    "reduce_scatter_tensor": 2,
+    "reduce_scatter_tensor bytes": 2 * 280,
+    "all_reduce": 2,
+    "all_reduce bytes": 2 * 4,
 }
 PARTIAL_STEP = {"all_gather_into_tensor": 1, "all_gather_into_tensor bytes": 512}
 
@@ -164,19 +184,21 @@ def test_partial_steps_run_no_all_to_all(ranks, compiler, capsys):
     and their waits are gone from the PARTIAL variant. FULL runs what the uncached model runs."""
     for rank in ranks:
         steps, full = rank[compiler], rank["full"]
-        assert all(step == FULL_STEP for step in rank["uncached"])
+        assert all(step == UNCACHED_STEP for step in rank["uncached"])
         assert [steps[i] for i in full] == [FULL_STEP] * len(full)
         assert [steps[i] for i in range(STEPS) if i not in full] == [PARTIAL_STEP] * (STEPS - len(full))
     steps, full = ranks[0][compiler], ranks[0]["full"]
     partial = next(i for i in range(STEPS) if i not in full)
     names = ("all_to_all_single", "all_to_all_single bytes", "all_gather_into_tensor")
+    names += ("reduce_scatter_tensor", "all_reduce")
     rows = [
         [kind, *(step.get(name, 0) for name in names)]
         for kind, step in (("full", steps[full[0]]), ("partial", steps[partial]))
     ]
     with capsys.disabled():
         print(f"\n{compiler}: collectives per step on each rank (full steps {full} of {STEPS})")
-        print(tabulate(rows, ["step", "all-to-all", "all-to-all bytes", "all-gather"], tablefmt="github"))
+        headers = ["step", "all-to-all", "all-to-all bytes", "all-gather", "reduce-scatter", "all-reduce"]
+        print(tabulate(rows, headers, tablefmt="github"))
 
 
 def test_inductor_error_matches_aot_eager(ranks):

@@ -36,10 +36,11 @@ CPU_ATTENTION_KERNEL = torch.ops.aten._scaled_dot_product_flash_attention_for_cp
 
 def _functional_collectives() -> dict[str, object]:
     """The functional collectives (``torch.ops._c10d_functional``, torch 2.13) by name, as Dynamo
-    records them: OpOverloadPackets, each result passed through ``wait_tensor``. Empty on a torch
-    built without distributed support."""
+    records them: OpOverloadPackets, each result passed through ``wait_tensor``; with the in-place
+    and ``_out`` forms Inductor calls. Empty on a torch built without distributed support."""
     names = ("all_to_all_single", "all_gather_into_tensor", "all_gather_into_tensor_coalesced", "all_reduce")
     names += ("all_reduce_coalesced", "reduce_scatter_tensor", "reduce_scatter_tensor_coalesced", "wait_tensor")
+    names += ("all_reduce_", "all_reduce_coalesced_", "all_gather_into_tensor_out", "reduce_scatter_tensor_out")
     packets = getattr(torch.ops, "_c10d_functional", None)
     return {name: getattr(packets, name) for name in names if hasattr(packets, name)}
 
@@ -53,11 +54,27 @@ RANK_MIXING_COLLECTIVES = tuple(
 )
 
 
+def reduce_scatter_sum(x: torch.Tensor, dim: int, group: str) -> torch.Tensor:
+    """The sum over the ranks of ``group`` of ``x``, each rank keeping its part along ``dim`` in rank
+    order (``torch.distributed._functional_collectives.reduce_scatter_single``, torch 2.13)."""
+    from torch.distributed import _functional_collectives as funcol
+
+    return funcol.wait_tensor(funcol.reduce_scatter_single(x.contiguous(), "sum", dim, group))
+
+
+def all_reduce_sum(x: torch.Tensor, group: str) -> torch.Tensor:
+    """The sum over the ranks of ``group`` (``_functional_collectives.all_reduce``, torch 2.13)."""
+    from torch.distributed import _functional_collectives as funcol
+
+    return funcol.wait_tensor(funcol.all_reduce(x, "sum", group))
+
+
 def collective_name(target) -> str | None:
     """The name of a functional collective (its packet or one of its overloads, as an AOT graph
-    holds), None for any other op."""
+    holds; in-place and ``_out`` forms by the name of the collective), None for any other op."""
     packet = getattr(target, "overloadpacket", target)
-    return next((name for name, p in _COLLECTIVES.items() if p is packet), None)
+    name = next((name for name, p in _COLLECTIVES.items() if p is packet), None)
+    return name and name.removesuffix("_out").removesuffix("_")
 
 
 class CollectiveCounter:
@@ -70,6 +87,7 @@ class CollectiveCounter:
     def __init__(self):
         self.calls: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
+        self.enabled = True  # off: compiled code runs without the mode (for timing)
 
     def counting(self, compiler: Compiler) -> Compiler:
         """``compiler``, with each compiled function counted (its guards kept)."""
@@ -79,6 +97,8 @@ class CollectiveCounter:
             run = code.code if isinstance(code, GuardedCode) else code
 
             def counted(*args):
+                if not self.enabled:
+                    return run(*args)
                 with self:
                     return run(*args)
 

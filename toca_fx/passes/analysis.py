@@ -4,7 +4,7 @@ context work. Nothing here reads the config; ``choices.py`` decides what to do w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
@@ -31,6 +31,8 @@ class RegionAnalysis:
     num_layers: int = 1  # the model's depth, for the layer factor
     mutated: frozenset[fx.Node] = frozenset()  # tensors the graph writes in place (their storage roots)
     context: ContextWork = NO_CONTEXT  # step-invariant values partial steps take from the full step
+    # SDPA -> (ranks, process group), for attentions over every rank's tokens (context parallelism)
+    attention_ranks: dict[fx.Node, tuple[int, str]] = field(default_factory=dict)
 
     random: bool = False  # whether the graph draws random numbers
 
@@ -54,10 +56,18 @@ def _score_length(kind: str, attention: fx.Node) -> int:
     return example_value(ops.key if kind == "attention" else ops.query).shape[-2]
 
 
+def score_ranks(site: Site) -> tuple[int, str] | None:
+    """(ranks, process group) where the site's attention runs over every rank's tokens (Ulysses):
+    its s1 score then sums the ranks' head groups and keeps each rank's own keys."""
+    ranks = site.flow.gathered.get(sdpa_operands(site.attention).key)
+    return (ranks, site.flow.group) if ranks else None
+
+
 def _score_attention(block_sites: list[Site]) -> dict[str, fx.Node]:
     """The block's SDPAs by the score they can give. A score must have one entry per token of every
     partial site in the block: the SDPA of a joint attention covers two streams' tokens, and a
-    block with streams of different lengths has none."""
+    block with streams of different lengths has none. Under Ulysses an s1 map covers every rank's
+    keys (one rank's share each); s2, an entropy of the head-mean map, is not a sum over head groups."""
     tokens = {s.num_tokens for s in block_sites if s.policy is SitePolicy.PARTIAL}
     found: dict[str, fx.Node] = {}
     for site in block_sites:
@@ -65,7 +75,10 @@ def _score_attention(block_sites: list[Site]) -> dict[str, fx.Node]:
             continue
         keys_from_stream = sdpa_operands(site.attention).key in site.flow.dims
         kind = "attention" if keys_from_stream else "cross_entropy"
-        if tokens == {_score_length(kind, site.attention)}:
+        ranks = score_ranks(site) if keys_from_stream else None
+        if sdpa_operands(site.attention).query in site.flow.gathered and not ranks:
+            continue
+        if tokens == {_score_length(kind, site.attention) // (ranks[0] if ranks else 1)}:
             found[kind] = site.attention
     return found
 
@@ -110,9 +123,11 @@ def analyse(gm: fx.GraphModule, placement: Placement = UNPLACED) -> RegionAnalys
     mutated = frozenset(mutated_storage(gm.graph))
     random = any(draws_random_numbers(n) for n in gm.graph.nodes)
     grids = _token_grids(gm.graph, sites)
+    attention_ranks = {s.attention: score_ranks(s) for s in sites if s.attention is not None and score_ranks(s)}
     analysis = RegionAnalysis(
         sites, score_attention, grids, timestep, batch, num_layers=num_layers, mutated=mutated, random=random
     )
+    analysis.attention_ranks = attention_ranks
     if analysis.cacheable:
         analysis.context = find_context(gm, sites, timestep)
     return analysis

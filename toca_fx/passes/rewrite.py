@@ -84,7 +84,7 @@ def state_layout(analysis: RegionAnalysis, choices: Choices) -> dict[StateKey, B
         if source.attention is not None:
             ops = sdpa_operands(source.attention)
             query, key = example_value(ops.query), example_value(ops.key)
-            tokens = (key if source.kind == "attention" else query).shape[-2]
+            tokens = (key if source.kind == "attention" else query).shape[-2] // (source.ranks or (1,))[0]
             layout[StateKey(StateKind.SCORE, layer)] = BufferSpec((query.shape[0], tokens), torch.float32, query.device)
     for j, value in enumerate(analysis.context.values):
         layout[StateKey(StateKind.CONTEXT, j)] = like(value)
@@ -199,9 +199,10 @@ def _score(builder: _Builder, choices: Choices, layer: int, source) -> None:
     with builder.graph.inserting_after(sdpa):
         if source.kind == "attention":
             fn, extra = selection.attention_received, (choices.config.attention_chunk,)
+            extra += (choices.cfg_shared, source.ranks[1] if source.ranks else None)
         else:
-            fn, extra = selection.cross_attention_entropy, ()
-        score = builder.call(fn, ops.query, ops.key, ops.attn_mask, ops.scale, *extra, choices.cfg_shared, meta=meta)
+            fn, extra = selection.cross_attention_entropy, (choices.cfg_shared,)
+        score = builder.call(fn, ops.query, ops.key, ops.attn_mask, ops.scale, *extra, meta=meta)
     with builder.graph.inserting_after(score):
         builder.write(StateKey(StateKind.SCORE, layer), score, meta=meta)
 

@@ -77,6 +77,7 @@ class TokenFlow:
     # and 1-D values holding a value flattened for an all-to-all (their dims entry is that value's).
     gathered: dict[fx.Node, int] = field(default_factory=dict)
     flat: frozenset[fx.Node] = frozenset()
+    group: str | None = None  # the process group (its name) of the all-to-alls
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,7 @@ class _Tracer:
         self.peers: dict[fx.Node, int] = {}
         self.gathered: dict[fx.Node, int] = {}
         self.flat: dict[fx.Node, _Flat] = {}
+        self.group: str | None = None
         self.num_tokens = _shape(source)[source_dim]
         self.batch = _shape(source)[1 - source_dim]
 
@@ -512,7 +514,10 @@ class _Tracer:
             raise _Opaque("all-to-all in other parts than the rows of the leading axis")
         if self.dims[flat.source] == 0 or flat.peer not in (None, 0) or flat.source in self.gathered:
             raise _Opaque("all-to-all that moves tokens between ranks")
-        self.flat[node] = _Flat(flat.source, None if flat.peer == 0 else 0)
+        group = node.args[3] if len(node.args) > 3 else node.kwargs.get("group_name")
+        if self.group not in (None, group):
+            raise _Opaque("all-to-alls over different process groups")
+        self.flat[node], self.group = _Flat(flat.source, None if flat.peer == 0 else 0), group
         self.token_args[node] = ("exchange", math.prod(shape) // (shape[0] * self.num_tokens))
         return self.dims[x]
 
@@ -678,6 +683,7 @@ def trace_tokens(nodes: list[fx.Node], source: fx.Node, source_dim: int = 1) -> 
         {node: tuple(sides) for node, sides in tracer.sides.items()},
         dict(tracer.gathered),
         frozenset(tracer.flat),
+        tracer.group,
     )
 
 

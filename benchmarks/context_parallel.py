@@ -1,0 +1,168 @@
+"""One process against 2 Ulysses ranks: communication, FLOPs and time per generation of a FLUX-shaped
+transformer (random weights), uncached, under plain ``torch.compile`` and under toca_fx.
+
+    python -m benchmarks.context_parallel                      # about 10 minutes on 2 cores
+    python -m benchmarks.context_parallel --steps 4 --grid 8 --double 1 --single 1 --repeats 1   # smoke
+
+The one-process rows run here with every core; the 2-rank rows run in 2 spawned processes (gloo)
+with one core each, the model sharded by ``enable_parallelism(ContextParallelConfig(ulysses_degree=2))``.
+Per row: the collectives and the bytes one rank sends per generation (the inputs of its all-to-alls
+and all-gathers), the FLOPs one rank computes per generation (as toca_fx's schedule table predicts
+them for that rank's graph, CPU attention counted), the median time per generation and the relative
+error of the final latents against the uncached run of the same setup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from tabulate import tabulate
+
+import toca_fx
+from examples.context_parallel import enable_ulysses, flux_inputs, generate, tiny_flux
+from toca_fx.lowering import CollectiveCounter, inner_compiler, reset_dynamo
+
+RANKS = 2
+
+
+def _model(args):
+    return tiny_flux(heads=args.heads, head_dim=args.head_dim, double=args.double, single=args.single)
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _measure(name: str, model, inputs: dict, args, counter: CollectiveCounter, toca=None) -> dict:
+    """The collectives of one generation (after a warm-up one that compiles), then the median time of
+    ``args.repeats`` generations with counting off."""
+
+    def run():
+        return generate(model, inputs, args.steps, toca)
+
+    latents = run()  # compiles (and self-checks) every variant
+    counter.calls.clear(), counter.bytes.clear()
+    counter.enabled = True
+    if name == "uncached":  # eager code: counted around the call
+        with counter:
+            run()
+    else:
+        run()
+    counter.enabled = False
+    times = []
+    for _ in range(args.repeats):
+        _barrier()
+        start = time.perf_counter()
+        run()
+        _barrier()
+        times.append(time.perf_counter() - start)
+    return dict(
+        method=name,
+        latents=latents,
+        all_to_all=counter.calls["all_to_all_single"],
+        gathers=counter.calls["all_gather_into_tensor"],
+        bytes=sum(counter.bytes.values()),
+        seconds=sorted(times)[len(times) // 2],
+    )
+
+
+def measure_setup(args, world: int) -> list[dict]:
+    """Every method's row on this process: one process (``world`` 1) or one rank of ``world``. FLOPs
+    are what the schedule table predicts for this rank's graph (``ToCa.predicted_flops``); uncached
+    and plain ``torch.compile`` run the same FLOPs."""
+    model = _model(args)
+    if world > 1:
+        enable_ulysses(model, world)
+    inputs = flux_inputs(grid=args.grid, text_tokens=args.text_tokens)
+    counter = CollectiveCounter()
+    rows = [_measure("uncached", model, inputs, args, counter)]
+    reset_dynamo()
+    compiled = torch.compile(model, backend=counter.counting(inner_compiler("inductor")), dynamic=False)
+    rows.append(_measure("torch.compile", compiled, inputs, args, counter))
+    reset_dynamo()
+    toca = toca_fx.ToCa("flux", inner_compiler=counter.counting(inner_compiler("inductor")))
+    compiled = torch.compile(model, backend=toca, dynamic=False)
+    rows.append(_measure("toca_fx flux", compiled, inputs, args, counter, toca))
+    uncached_flops, toca_flops = toca.predicted_flops(args.steps)
+    reference = rows[0]["latents"]
+    for row in rows:
+        row["error"] = float((row["latents"] - reference).norm() / reference.norm())
+        row["flops"] = toca_flops if row["method"].startswith("toca_fx") else uncached_flops
+    for row in rows:
+        del row["latents"]
+    return rows
+
+
+def _rank(rank: int, port: int, args, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // RANKS))
+    dist.init_process_group("gloo", rank=rank, world_size=RANKS)
+    try:
+        rows = measure_setup(args, RANKS)
+        if rank == 0:
+            torch.save(rows, Path(out) / "rows.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def table(single: list[dict], ranks: list[dict], args) -> str:
+    rows = []
+    for setup, results in (("1 process", single), (f"{RANKS} Ulysses ranks", ranks)):
+        for row in results:
+            rows.append(
+                [
+                    setup,
+                    row["method"],
+                    row["all_to_all"],
+                    row["gathers"],
+                    f"{row['bytes'] / 2**20:.2f}",
+                    f"{row['flops'] / 1e9:.2f}",
+                    f"{row['seconds'] * 1e3:.0f}",
+                    "–" if row["method"] == "uncached" else f"{row['error']:.1e}",
+                ]
+            )
+    headers = ["setup", "method", "all-to-all", "all-gather", "MiB sent/rank", "GFLOPs/rank", "ms/generation"]
+    return tabulate(rows, [*headers, "rel. error"], tablefmt="github")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--grid", type=int, default=32, help="latent side: grid² image tokens")
+    parser.add_argument("--text-tokens", type=int, default=32)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--head-dim", type=int, default=32)
+    parser.add_argument("--double", type=int, default=2, help="double-stream blocks")
+    parser.add_argument("--single", type=int, default=4, help="single-stream blocks")
+    parser.add_argument("--repeats", type=int, default=3, help="timed generations per row (median)")
+    args = parser.parse_args(argv)
+    shape = (
+        f"FLUX-shaped: {args.double} double + {args.single} single blocks, {args.heads} heads of {args.head_dim}, "
+        f"{args.grid**2} image + {args.text_tokens} text tokens, batch 1, {args.steps} steps, Inductor"
+    )
+    print(shape, flush=True)
+    single = measure_setup(args, 1)
+    with tempfile.TemporaryDirectory() as out:
+        mp.spawn(_rank, args=(_free_port(), args, out), nprocs=RANKS, join=True)
+        ranks = torch.load(Path(out) / "rows.pt")
+    print(table(single, ranks, args))
+
+
+if __name__ == "__main__":
+    main()
