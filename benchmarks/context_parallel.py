@@ -1,33 +1,32 @@
 """One process against 2 Ulysses ranks: communication, FLOPs and time per generation of a FLUX-shaped
 transformer (random weights), uncached, under plain ``torch.compile`` and under toca_fx.
 
-    python -m benchmarks.context_parallel                      # about 10 minutes on 2 cores
-    python -m benchmarks.context_parallel --steps 4 --grid 8 --double 1 --single 1 --repeats 1   # smoke
+    python -m benchmarks.context_parallel            # a few minutes on 2 cores
+    python -m benchmarks.context_parallel --steps 4 --grid 8 --text-tokens 6 --double 1 --single 1 --repeats 1
 
-The one-process rows run here with every core; the 2-rank rows run in 2 spawned processes (gloo)
-with one core each, the model sharded by ``enable_parallelism(ContextParallelConfig(ulysses_degree=2))``.
-Per row: the collectives and the bytes one rank sends per generation (the inputs of its all-to-alls
-and all-gathers), the FLOPs one rank computes per generation (as toca_fx's schedule table predicts
-them for that rank's graph, CPU attention counted), the median time per generation and the relative
-error of the final latents against the uncached run of the same setup.
+The one-process rows run here, the 2-rank rows in 2 spawned processes (gloo), the model sharded by
+``enable_parallelism(ContextParallelConfig(ulysses_degree=2))``; every process runs one thread (one
+core each: the development machine has 2).
+Per row: the collectives and the bytes one rank sends per generation (the inputs of all its
+collectives; toca_fx's s1 scores add a reduce-scatter and an all-reduce per scored block at full
+steps), the FLOPs one rank computes per generation (as toca_fx's schedule table predicts them for
+that rank's graph, CPU attention counted), the median time per generation and the relative error of
+the final latents against the uncached run of the same setup.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from tabulate import tabulate
 
 import toca_fx
-from examples.context_parallel import enable_ulysses, flux_inputs, generate, tiny_flux
+from examples.context_parallel import enable_ulysses, flux_inputs, generate, spawn_on_cpu, tiny_flux
 from toca_fx.lowering import CollectiveCounter, inner_compiler, reset_dynamo
 
 RANKS = 2
@@ -70,6 +69,7 @@ def _measure(name: str, model, inputs: dict, args, counter: CollectiveCounter, t
         latents=latents,
         all_to_all=counter.calls["all_to_all_single"],
         gathers=counter.calls["all_gather_into_tensor"],
+        score_sums=counter.calls["reduce_scatter_tensor"] + counter.calls["all_reduce"],
         bytes=sum(counter.bytes.values()),
         seconds=sorted(times)[len(times) // 2],
     )
@@ -102,23 +102,10 @@ def measure_setup(args, world: int) -> list[dict]:
     return rows
 
 
-def _rank(rank: int, port: int, args, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // RANKS))
-    dist.init_process_group("gloo", rank=rank, world_size=RANKS)
-    try:
-        rows = measure_setup(args, RANKS)
-        if rank == 0:
-            torch.save(rows, Path(out) / "rows.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _rank(rank: int, args, out: str) -> None:
+    rows = measure_setup(args, RANKS)
+    if rank == 0:
+        torch.save(rows, Path(out) / "rows.pt")
 
 
 def table(single: list[dict], ranks: list[dict], args) -> str:
@@ -131,20 +118,22 @@ def table(single: list[dict], ranks: list[dict], args) -> str:
                     row["method"],
                     row["all_to_all"],
                     row["gathers"],
+                    row["score_sums"],
                     f"{row['bytes'] / 2**20:.2f}",
                     f"{row['flops'] / 1e9:.2f}",
                     f"{row['seconds'] * 1e3:.0f}",
                     "–" if row["method"] == "uncached" else f"{row['error']:.1e}",
                 ]
             )
-    headers = ["setup", "method", "all-to-all", "all-gather", "MiB sent/rank", "GFLOPs/rank", "ms/generation"]
+    headers = ["setup", "method", "all-to-all", "all-gather", "reduce-scatter + all-reduce", "MiB sent/rank"]
+    headers += ["GFLOPs/rank", "ms/generation"]
     return tabulate(rows, [*headers, "rel. error"], tablefmt="github")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--grid", type=int, default=32, help="latent side: grid² image tokens")
+    parser.add_argument("--grid", type=int, default=24, help="latent side: grid² image tokens")
     parser.add_argument("--text-tokens", type=int, default=32)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--head-dim", type=int, default=32)
@@ -157,9 +146,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.grid**2} image + {args.text_tokens} text tokens, batch 1, {args.steps} steps, Inductor"
     )
     print(shape, flush=True)
+    torch.set_num_threads(1)  # as each rank: one core per process
     single = measure_setup(args, 1)
     with tempfile.TemporaryDirectory() as out:
-        mp.spawn(_rank, args=(_free_port(), args, out), nprocs=RANKS, join=True)
+        spawn_on_cpu(_rank, RANKS, args, out)
         ranks = torch.load(Path(out) / "rows.pt")
     print(table(single, ranks, args))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import socket
 import time
 from collections import Counter
 from unittest import mock
@@ -26,6 +27,7 @@ from unittest import mock
 import diffusers
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from tabulate import tabulate
 
 import toca_fx
@@ -124,6 +126,26 @@ def timed(fn, repeats: int) -> float:
         dist.barrier()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+def spawn_on_cpu(fn, ranks: int, *args) -> None:
+    """Run ``fn(rank, *args)`` on ``ranks`` local CPU processes joined by gloo, one thread each: what
+    torchrun does for ``main``, for tests and benchmarks (``fn`` must be importable by name)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_gloo_process, args=(fn, port, ranks, args), nprocs=ranks, join=True)
+
+
+def _gloo_process(rank: int, fn, port: int, ranks: int, args: tuple) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=ranks)
+    try:
+        fn(rank, *args)
+        dist.barrier()  # rank 0 hosts the store: it must not leave while another rank still uses it
+    finally:
+        dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,15 +15,11 @@ flash backends that return it have no CPU kernel.
 
 from __future__ import annotations
 
-import os
-import socket
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from tabulate import tabulate
 
 import examples.context_parallel as example
@@ -33,8 +29,11 @@ from toca_fx.lowering import CollectiveCounter, inner_compiler
 from toca_fx.schedule import is_full_step
 
 from harness import slot_states
+from zoo import roster
+from zoo.case import sample
+from zoo.checks import compile_toca, generate, max_abs_diff, relative_error
 
-RANKS, STEPS = 2, 12
+RANKS, STEPS, WAN_STEPS = 2, 12, 6
 
 
 def _sites(toca) -> list[tuple[str, str, str]]:
@@ -63,50 +62,70 @@ def _toca_run(model, inputs, compiler: str, counter: CollectiveCounter | None = 
     return toca, latents, steps, scores
 
 
-def _worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)  # 2 ranks on 2 cores
-    dist.init_process_group("gloo", rank=rank, world_size=RANKS)
-    try:
-        model = example.tiny_flux()
-        example.enable_ulysses(model, RANKS)
-        inputs = example.flux_inputs()
+def _wan():
+    """The zoo's tiny Wan (2 blocks): self-attention through Ulysses, cross-attention to the text on
+    each rank's own tokens. A sharded model returns tuples (``return_dict=False``)."""
+    case = roster.wan()
+    text = torch.randn(1, 12, 16, generator=torch.Generator().manual_seed(1))
+    case.call = lambda m, x, t: m(x, t, text, return_dict=False)[0]
+    return case
+
+
+def _wan_runs(case) -> dict:
+    """``interval=1`` and the default preset against the uncached model, with the all-to-alls of a
+    second generation and its number of full steps."""
+    reference = sample(case, case.model, WAN_STEPS)
+    runs = {}
+    for name, overrides in (("interval_one", {"interval": 1}), ("preset", {})):
         counter = CollectiveCounter()
-        reference = example.generate(model, inputs, STEPS)
-        with counter:
-            uncached = example.collectives_per_step(model, inputs, STEPS, counter)
-        _, interval_one, _, _ = _toca_run(model, inputs, "aot_eager", interval=1)
-        toca, preset, preset_steps, scores = _toca_run(model, inputs, "aot_eager", counter, config="flux")
-        _, inductor, inductor_steps, _ = _toca_run(model, inputs, "inductor", counter, config="flux")
-        full = [i for i in range(STEPS) if is_full_step(toca.config, i, STEPS)]
-        results = dict(
-            latents=preset,
-            interval_one_diff=float((interval_one - reference).abs().max()),
-            preset_error=_relative(preset, reference),
-            inductor_error=_relative(inductor, reference),
+        toca, model = compile_toca(case, inner_compiler=counter.counting(inner_compiler("aot_eager")), **overrides)
+        outputs = generate(case, toca, model, WAN_STEPS)
+        counter.calls.clear()
+        generate(case, toca, model, WAN_STEPS)
+        runs[name] = dict(
+            diff=max_abs_diff(outputs, reference),
+            error=relative_error(outputs, reference),
             sites=_sites(toca),
-            scores=scores,
-            full=full,
-            uncached=[dict(c) for c in uncached],
-            preset=[dict(c) for c in preset_steps],
-            inductor=[dict(c) for c in inductor_steps],
+            all_to_all=counter.calls["all_to_all_single"],
+            full=sum(is_full_step(toca.config, i, WAN_STEPS) for i in range(WAN_STEPS)),
         )
-        torch.save(results, Path(out) / f"rank{rank}.pt")
-        dist.barrier()  # rank 0 hosts the store: it must not leave while the other rank still uses it
-    finally:
-        dist.destroy_process_group()
+    return runs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _worker(rank: int, out: str) -> None:
+    model = example.tiny_flux()
+    example.enable_ulysses(model, RANKS)
+    inputs = example.flux_inputs()
+    counter = CollectiveCounter()
+    reference = example.generate(model, inputs, STEPS)
+    with counter:
+        uncached = example.collectives_per_step(model, inputs, STEPS, counter)
+    _, interval_one, _, _ = _toca_run(model, inputs, "aot_eager", interval=1)
+    toca, preset, preset_steps, scores = _toca_run(model, inputs, "aot_eager", counter, config="flux")
+    _, inductor, inductor_steps, _ = _toca_run(model, inputs, "inductor", counter, config="flux")
+    full = [i for i in range(STEPS) if is_full_step(toca.config, i, STEPS)]
+    results = dict(
+        latents=preset,
+        interval_one_diff=float((interval_one - reference).abs().max()),
+        preset_error=_relative(preset, reference),
+        inductor_error=_relative(inductor, reference),
+        sites=_sites(toca),
+        scores=scores,
+        full=full,
+        uncached=[dict(c) for c in uncached],
+        preset=[dict(c) for c in preset_steps],
+        inductor=[dict(c) for c in inductor_steps],
+    )
+    wan = _wan()
+    example.enable_ulysses(wan.model, RANKS)
+    results["wan"] = _wan_runs(wan)
+    torch.save(results, Path(out) / f"rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out = tmp_path_factory.mktemp("context_parallel")
-    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=RANKS, join=True)
+    example.spawn_on_cpu(_worker, RANKS, str(out))
     return [torch.load(out / f"rank{r}.pt") for r in range(RANKS)]
 
 
@@ -116,7 +135,8 @@ def one_process() -> dict:
     inputs = example.flux_inputs()
     reference = example.generate(model, inputs, STEPS)
     toca, latents, _, scores = _toca_run(model, inputs, "aot_eager", config="flux")
-    return dict(sites=_sites(toca), preset_error=_relative(latents, reference), scores=scores)
+    wan = _wan_runs(_wan())
+    return dict(sites=_sites(toca), preset_error=_relative(latents, reference), scores=scores, wan=wan)
 
 
 def test_interval_one_is_exact_against_uncached_context_parallel(ranks):
@@ -205,3 +225,15 @@ def test_inductor_error_matches_aot_eager(ranks):
     """Inductor runs the same variants (its random fresh-token draws differ from eager's)."""
     for rank in ranks:
         assert rank["inductor_error"] == pytest.approx(rank["preset_error"], rel=0.25)
+
+
+def test_wan_under_context_parallelism(ranks, one_process):
+    """Wan: sites as in one process (self-attention reused, cross-attention and MLP partial),
+    ``interval=1`` exact, the default preset's error as in one process, and all-to-alls (4 per block,
+    8 per step) only at full steps."""
+    single = one_process["wan"]
+    for rank in (r["wan"] for r in ranks):
+        assert rank["interval_one"]["diff"] <= 1e-5
+        assert rank["preset"]["sites"] == single["preset"]["sites"]
+        assert rank["preset"]["error"] == pytest.approx(single["preset"]["error"], rel=0.25)
+        assert 0 < rank["preset"]["full"] < WAN_STEPS and rank["preset"]["all_to_all"] == 8 * rank["preset"]["full"]

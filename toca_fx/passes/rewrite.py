@@ -17,8 +17,15 @@ PARTIAL: one per tuple of per-site :class:`StepMode`, with each partial site's k
     cache_i ─ (* gate_t) ─ add ─▶                    counter_i: + 1, 0 at idx (in place)
 
 A REUSE site's branch is dropped and ``cache_i`` feeds the gate directly; a COMPUTE site runs as in
-FULL and refreshes its cache. Step-invariant context values (``context.py``) that FULL copies are
-read back, not recomputed. Rewritten nodes carry ``meta["toca"]`` with the site and the role.
+FULL and refreshes its cache. Under context parallelism a dropped branch takes its collectives with
+it (:func:`~.graph.is_impure`), so a reused Ulysses attention costs no communication::
+
+    FULL:    q ─ all_to_all ─ wait ─ sdpa ─ all_to_all ─ wait ─ out ─▶ y ─ (* gate) ─ add ─▶
+    PARTIAL:                                                cache_i ─ (* gate) ─ add ─▶
+
+Under Ulysses an s1 score sums the ranks' head groups in the graph (a reduce-scatter at full steps).
+Step-invariant context values (``context.py``) that FULL copies are read back, not recomputed.
+Rewritten nodes carry ``meta["toca"]`` with the site and the role.
 """
 
 from __future__ import annotations
