@@ -15,6 +15,9 @@ flash backends that return it have no CPU kernel.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -237,3 +240,14 @@ def test_wan_under_context_parallelism(ranks, one_process):
         assert rank["preset"]["sites"] == single["preset"]["sites"]
         assert rank["preset"]["error"] == pytest.approx(single["preset"]["error"], rel=0.25)
         assert 0 < rank["preset"]["full"] < WAN_STEPS and rank["preset"]["all_to_all"] == 8 * rank["preset"]["full"]
+
+
+def test_example_runs_under_torchrun():
+    """The README's command: ``torchrun --nproc-per-node 2 examples/context_parallel.py`` (aot_eager here)."""
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "examples/context_parallel.py"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    args = ["--compiler", "aot_eager", "--steps", "8", "--repeats", "1"]
+    result = subprocess.run([*command, *args], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| toca_fx flux | 12 all-to-all, 52.5 KiB | 0 all-to-all, 0.0 KiB |" in " ".join(result.stdout.split())
