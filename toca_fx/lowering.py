@@ -88,6 +88,7 @@ class CollectiveCounter:
         self.calls: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
         self.enabled = True  # off: compiled code runs without the mode (for timing)
+        self._modes: list = []  # the modes entered, innermost last
 
     def counting(self, compiler: Compiler) -> Compiler:
         """``compiler``, with each compiled function counted (its guards kept)."""
@@ -123,7 +124,7 @@ class CollectiveCounter:
                     counter.bytes[name] += sum(t.numel() * t.element_size() for t in inputs)
                 return func(*args, **(kwargs or {}))
 
-        self._modes = [*getattr(self, "_modes", []), Counting()]
+        self._modes.append(Counting())
         self._modes[-1].__enter__()
         return self
 
