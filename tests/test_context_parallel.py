@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -29,6 +30,8 @@ import examples.context_parallel as example
 import toca_fx
 from toca_fx.contract import StateKind
 from toca_fx.lowering import CollectiveCounter, inner_compiler
+from toca_fx.runtime import region as region_module
+from toca_fx.runtime.self_check import SelfCheckFailed
 from toca_fx.schedule import is_full_step
 
 from harness import slot_states
@@ -95,6 +98,20 @@ def _wan_runs(case) -> dict:
     return runs
 
 
+def _one_rank_fails_its_self_check(rank: int, model, inputs, reference) -> dict:
+    """The flux preset with rank 1's self-check of the PARTIAL variant made to fail."""
+    real = region_module.compare
+
+    def compare(name, ours, expected, lossy):
+        if rank == 1 and name.startswith("PARTIAL"):
+            raise SelfCheckFailed(f"{name}: failed on purpose")
+        real(name, ours, expected, lossy=lossy)
+
+    with mock.patch.object(region_module, "compare", compare):
+        toca, latents, _, _ = _toca_run(model, inputs, "aot_eager", config="flux")
+    return dict(failures=[r.failure for r in toca.regions], diff=float((latents - reference).abs().max()))
+
+
 def _worker(rank: int, out: str) -> None:
     model = example.tiny_flux()
     example.enable_ulysses(model, RANKS)
@@ -119,6 +136,7 @@ def _worker(rank: int, out: str) -> None:
         preset=[dict(c) for c in preset_steps],
         inductor=[dict(c) for c in inductor_steps],
     )
+    results["self_check"] = _one_rank_fails_its_self_check(rank, model, inputs, reference)
     wan = _wan()
     example.enable_ulysses(wan.model, RANKS)
     results["wan"] = _wan_runs(wan)
@@ -240,6 +258,14 @@ def test_wan_under_context_parallelism(ranks, one_process):
         assert rank["preset"]["sites"] == single["preset"]["sites"]
         assert rank["preset"]["error"] == pytest.approx(single["preset"]["error"], rel=0.25)
         assert 0 < rank["preset"]["full"] < WAN_STEPS and rank["preset"]["all_to_all"] == 8 * rank["preset"]["full"]
+
+
+def test_one_rank_failing_its_self_check_fails_every_rank(ranks):
+    """Rank 1's self-check fails; the ranks agree (one all-reduce per variant), both run uncached from
+    then on, so their collectives keep matching: the generation finishes, exact."""
+    first, second = (rank["self_check"] for rank in ranks)
+    assert "another rank" in first["failures"][0] and "failed on purpose" in second["failures"][0]
+    assert first["diff"] <= 1e-5 and second["diff"] <= 1e-5
 
 
 def test_example_runs_under_torchrun():

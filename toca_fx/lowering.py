@@ -69,6 +69,17 @@ def all_reduce_sum(x: torch.Tensor, group: str) -> torch.Tensor:
     return funcol.wait_tensor(funcol.all_reduce(x, "sum", group))
 
 
+def every_rank_agrees(flag: bool, group: str, device: torch.device) -> bool:
+    """Whether ``flag`` holds on every rank of the process group named ``group``: one all-reduce, read
+    on the host (``torch.distributed.distributed_c10d._resolve_process_group``, torch 2.13)."""
+    import torch.distributed as dist
+    from torch.distributed.distributed_c10d import _resolve_process_group
+
+    agreed = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MIN, group=_resolve_process_group(group))
+    return bool(agreed.item())
+
+
 def collective_name(target) -> str | None:
     """The name of a functional collective (its packet or one of its overloads, as an AOT graph
     holds; in-place and ``_out`` forms by the name of the collective), None for any other op."""

@@ -10,7 +10,7 @@ import torch
 import torch.fx as fx
 
 from ..contract import SitePolicy
-from ..lowering import example_value
+from ..lowering import collective_name, example_value
 from .context import NO_CONTEXT, ContextWork, find_context
 from .graph import Ancestry, mutated_storage
 from .ops import draws_random_numbers
@@ -33,6 +33,7 @@ class RegionAnalysis:
     context: ContextWork = NO_CONTEXT  # step-invariant values partial steps take from the full step
     # SDPA -> (ranks, process group), for attentions over every rank's tokens (context parallelism)
     attention_ranks: dict[fx.Node, tuple[int, str]] = field(default_factory=dict)
+    group: str | None = None  # the process group of the graph's collectives (context parallelism)
 
     random: bool = False  # whether the graph draws random numbers
 
@@ -101,6 +102,12 @@ def _token_grids(graph: fx.Graph, sites: list[Site]) -> dict[int, tuple[int, int
     return grids
 
 
+def _collective_group(graph: fx.Graph) -> str | None:
+    """The process group (its name: a functional collective's last argument) of the graph's first collective."""
+    names = (collective_name(n.target) for n in graph.nodes)
+    return next((n.args[-1] for n, name in zip(graph.nodes, names) if name not in (None, "wait_tensor")), None)
+
+
 def _timestep_input(graph: fx.Graph) -> int | None:
     """Index of the placeholder that feeds a sinusoidal embedding (sin/cos): the diffusion timestep."""
     ancestry = Ancestry(graph)
@@ -127,7 +134,7 @@ def analyse(gm: fx.GraphModule, placement: Placement = UNPLACED) -> RegionAnalys
     analysis = RegionAnalysis(
         sites, score_attention, grids, timestep, batch, num_layers=num_layers, mutated=mutated, random=random
     )
-    analysis.attention_ranks = attention_ranks
+    analysis.attention_ranks, analysis.group = attention_ranks, _collective_group(gm.graph)
     if analysis.cacheable:
         analysis.context = find_context(gm, sites, timestep)
     return analysis
