@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from tabulate import tabulate
 
 import toca_fx
-from examples.context_parallel import enable_ulysses, flux_inputs, generate, spawn_on_cpu, tiny_flux
+from examples.context_parallel import enable_ulysses, flux_inputs, generate, spawn_on_cpu, timed, tiny_flux
 from toca_fx.lowering import CollectiveCounter, inner_compiler, reset_dynamo
 
 RANKS = 2
@@ -34,11 +32,6 @@ RANKS = 2
 
 def _model(args):
     return tiny_flux(heads=args.heads, head_dim=args.head_dim, double=args.double, single=args.single)
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
 
 
 def _measure(name: str, model, inputs: dict, args, counter: CollectiveCounter, toca=None) -> dict:
@@ -57,13 +50,7 @@ def _measure(name: str, model, inputs: dict, args, counter: CollectiveCounter, t
     else:
         run()
     counter.enabled = False
-    times = []
-    for _ in range(args.repeats):
-        _barrier()
-        start = time.perf_counter()
-        run()
-        _barrier()
-        times.append(time.perf_counter() - start)
+    seconds = timed(run, args.repeats)
     return dict(
         method=name,
         latents=latents,
@@ -71,7 +58,7 @@ def _measure(name: str, model, inputs: dict, args, counter: CollectiveCounter, t
         gathers=counter.calls["all_gather_into_tensor"],
         score_sums=counter.calls["reduce_scatter_tensor"] + counter.calls["all_reduce"],
         bytes=sum(counter.bytes.values()),
-        seconds=sorted(times)[len(times) // 2],
+        seconds=seconds,
     )
 
 

@@ -88,7 +88,8 @@ def flux_inputs(grid: int = 8, text_tokens: int = 6, batch: int = 1, seed: int =
 def generate(model, inputs: dict, steps: int, toca: toca_fx.ToCa | None = None, on_step=None) -> torch.Tensor:
     """A flow-matching Euler loop from noise (``inputs["hidden_states"]``) to the final latents.
     ``on_step(i)`` runs after each step's model call."""
-    x, sigmas = inputs["hidden_states"], torch.linspace(1.0, 0.0, steps + 1)
+    x = inputs["hidden_states"]
+    sigmas = torch.linspace(1.0, 0.0, steps + 1, device=x.device)
     batch = x.shape[0]
     scope = toca.generation(num_steps=steps, manual_steps=True) if toca else contextlib.nullcontext()
     with scope as generation:
@@ -117,13 +118,16 @@ def collectives_per_step(model, inputs: dict, steps: int, counter: CollectiveCou
 
 
 def timed(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs, every rank starting together."""
+    """Median seconds of ``fn()`` over ``repeats`` runs, every rank (if there are several) starting together."""
+    barrier = dist.barrier if dist.is_initialized() else lambda: None
     times = []
     for _ in range(repeats):
-        dist.barrier()
+        barrier()
         start = time.perf_counter()
         fn()
-        dist.barrier()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        barrier()
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 
