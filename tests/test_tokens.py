@@ -2,15 +2,21 @@
 unknown ops fall back to full recompute, and the fake-tensor proof catches a wrong rewrite."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
+import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 import toca_fx
+from toca_fx.contract import SitePolicy
+from toca_fx.lowering import SDPA_FUNCTIONS, fake_mode
 from toca_fx.passes.prove import prove_at_token_count
-from toca_fx.passes.tokens import Unprovable
+from toca_fx.passes.sites import Site
+from toca_fx.passes.tokens import Unprovable, trace_tokens
 
 from harness import compile_toca, hand_case, sample
 
@@ -165,3 +171,67 @@ def test_fake_tensor_proof_rejects_a_missed_token_count():
     broken = dataclasses.replace(cross, flow=dataclasses.replace(cross.flow, token_args={}))
     with pytest.raises(Unprovable, match="fake-tensor check at 5 tokens failed"):
         prove_at_token_count(broken, 5)
+
+
+# -- context parallelism: diffusers' Ulysses attention, traced without processes ---------------------
+B, N, H, D, RANKS, TEXT = 1, 6, 4, 8, 2, 4
+c10d = torch.ops._c10d_functional
+
+
+def _exchange(x, shape):
+    """diffusers' ``_all_to_all_single``: flatten, swap equal parts with the peers, reshape back."""
+    part = math.prod(shape) // RANKS
+    return c10d.wait_tensor(c10d.all_to_all_single(x.flatten(), [part] * RANKS, [part] * RANKS, "0")).reshape(shape)
+
+
+def _to_heads(x, tokens):
+    """(B, tokens, H*D) sharded by tokens -> (B, H/w, RANKS*tokens, D) sharded by heads."""
+    x = x.reshape(B, tokens, RANKS, H // RANKS, D).permute(2, 1, 0, 3, 4).contiguous()
+    return _exchange(x, (RANKS, tokens, B, H // RANKS, D)).flatten(0, 1).permute(1, 2, 0, 3)
+
+
+def _to_tokens(out):
+    out = out.permute(0, 2, 1, 3).reshape(B, RANKS, N, H // RANKS, D).permute(1, 3, 0, 2, 4).contiguous()
+    return _exchange(out, (RANKS, H // RANKS, B, N, D)).flatten(0, 1).permute(1, 2, 0, 3).flatten(2, 3)
+
+
+def ulysses_self_attention(x, w):
+    q = _to_heads(F.linear(x, w), N)
+    return _to_tokens(F.scaled_dot_product_attention(q, q, q))
+
+
+def ulysses_cross_attention(x, w, text):
+    k = _to_heads(text, TEXT)
+    return _to_tokens(F.scaled_dot_product_attention(_to_heads(F.linear(x, w), N), k, k))
+
+
+def _traced(fn, *inputs):
+    gm = fx.symbolic_trace(fn)
+    with fake_mode() as mode:
+        FakeTensorProp(gm, mode).propagate(*inputs)
+    nodes = [n for n in gm.graph.nodes if n.op != "output"]
+    return nodes, trace_tokens(nodes, nodes[0])
+
+
+def test_ulysses_exchange_keeps_the_token_axis():
+    """Tokens -> heads: the leading axis indexes the peer ranks, merged into a gathered token axis
+    (every rank's tokens) for SDPA, which mixes them; heads -> tokens: this rank's tokens at dim 1."""
+    nodes, flow = _traced(ulysses_self_attention, torch.randn(B, N, H * D), torch.randn(H * D, H * D))
+    exchanges = [n for n in nodes if n.target is c10d.all_to_all_single]
+    (sdpa,) = [n for n in nodes if n.target in SDPA_FUNCTIONS]
+    assert [flow.token_args[n] for n in exchanges] == [("exchange", B * H * D // RANKS)] * 2
+    assert flow.gathered[sdpa] == RANKS and flow.mixing == {sdpa}
+    assert flow.dims[nodes[-1]] == 1 and nodes[-1] not in flow.gathered
+
+
+def test_ulysses_cross_attention_is_proven_on_fresh_tokens():
+    """Keys from the text: token-local per rank. At n fresh tokens the all-to-all split sizes and the
+    reshapes are rewritten for n, which the fake-tensor proof runs."""
+    inputs = torch.randn(B, N, H * D), torch.randn(H * D, H * D), torch.randn(B, TEXT, H * D)
+    nodes, flow = _traced(ulysses_cross_attention, *inputs)
+    assert not flow.mixing and flow.dims[nodes[-1]] == 1
+    branch = [n for n in nodes[1:] if n in flow.dims]
+    site = Site("", "cross_attention", SitePolicy.PARTIAL, "", nodes[0], nodes[-1], None, branch, flow)
+    prove_at_token_count(site, 2)
+    with pytest.raises(Unprovable):  # the split sizes left at N: the exchange is the wrong size
+        prove_at_token_count(dataclasses.replace(site, flow=dataclasses.replace(flow, token_args={})), 2)

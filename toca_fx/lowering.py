@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sys
+from collections import Counter
 from collections.abc import Callable
 
 import torch
@@ -31,6 +32,115 @@ PAD_FUNCTIONS = (F.pad, torch._C._nn.pad)
 FLEX_ATTENTION = torch.ops.higher_order.flex_attention
 # The kernel CPU SDPA dispatches to (torch 2.13), which FlopCounterMode has no formula for.
 CPU_ATTENTION_KERNEL = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+
+def _functional_collectives() -> dict[str, object]:
+    """The functional collectives (``torch.ops._c10d_functional``, torch 2.13) by name, as Dynamo
+    records them: OpOverloadPackets, each result passed through ``wait_tensor``; with the in-place
+    and ``_out`` forms Inductor calls. Empty on a torch built without distributed support."""
+    names = ("all_to_all_single", "all_gather_into_tensor", "all_gather_into_tensor_coalesced", "all_reduce")
+    names += ("all_reduce_coalesced", "reduce_scatter_tensor", "reduce_scatter_tensor_coalesced", "wait_tensor")
+    names += ("all_reduce_", "all_reduce_coalesced_", "all_gather_into_tensor_out", "reduce_scatter_tensor_out")
+    packets = getattr(torch.ops, "_c10d_functional", None)
+    return {name: getattr(packets, name) for name in names if hasattr(packets, name)}
+
+
+_COLLECTIVES = _functional_collectives()
+ALL_TO_ALL = _COLLECTIVES.get("all_to_all_single")
+WAIT_TENSOR = _COLLECTIVES.get("wait_tensor")
+# Collectives that reduce or gather over ranks: each output element mixes every rank's tokens.
+RANK_MIXING_COLLECTIVES = tuple(
+    packet for name, packet in _COLLECTIVES.items() if name not in ("all_to_all_single", "wait_tensor")
+)
+
+
+def reduce_scatter_sum(x: torch.Tensor, dim: int, group: str) -> torch.Tensor:
+    """The sum over the ranks of ``group`` of ``x``, each rank keeping its part along ``dim`` in rank
+    order (``torch.distributed._functional_collectives.reduce_scatter_single``, torch 2.13)."""
+    from torch.distributed import _functional_collectives as funcol
+
+    return funcol.wait_tensor(funcol.reduce_scatter_single(x.contiguous(), "sum", dim, group))
+
+
+def all_reduce_sum(x: torch.Tensor, group: str) -> torch.Tensor:
+    """The sum over the ranks of ``group`` (``_functional_collectives.all_reduce``, torch 2.13)."""
+    from torch.distributed import _functional_collectives as funcol
+
+    return funcol.wait_tensor(funcol.all_reduce(x, "sum", group))
+
+
+def every_rank_agrees(flag: bool, group: str, device: torch.device) -> bool:
+    """Whether ``flag`` holds on every rank of the process group named ``group``: one all-reduce, read
+    on the host (``torch.distributed.distributed_c10d._resolve_process_group``, torch 2.13)."""
+    import torch.distributed as dist
+    from torch.distributed.distributed_c10d import _resolve_process_group
+
+    agreed = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(agreed, op=dist.ReduceOp.MIN, group=_resolve_process_group(group))
+    return bool(agreed.item())
+
+
+def collective_name(target) -> str | None:
+    """The name of a functional collective (its packet or one of its overloads, as an AOT graph
+    holds; in-place and ``_out`` forms by the name of the collective), None for any other op."""
+    packet = getattr(target, "overloadpacket", target)
+    name = next((name for name, p in _COLLECTIVES.items() if p is packet), None)
+    return name and name.removesuffix("_out").removesuffix("_")
+
+
+class CollectiveCounter:
+    """Counts the functional collectives that code runs, and the bytes each rank puts in (its
+    inputs'), by name: a ``torch.utils._python_dispatch.TorchDispatchMode`` (torch 2.13) around each
+    call, which sees the ops eager code, aot_eager and Inductor's wrapper code call. A mode active
+    while Dynamo runs makes it skip its compiled code, so a compiled model is counted from inside:
+    wrap its compiler with :meth:`counting`; eager code runs under ``with counter:``."""
+
+    def __init__(self):
+        self.calls: Counter[str] = Counter()
+        self.bytes: Counter[str] = Counter()
+        self.enabled = True  # off: compiled code runs without the mode (for timing)
+        self._modes: list = []  # the modes entered, innermost last
+
+    def counting(self, compiler: Compiler) -> Compiler:
+        """``compiler``, with each compiled function counted (its guards kept)."""
+
+        def compile_counted(gm: fx.GraphModule, example_inputs: list) -> Callable:
+            code = compiler(gm, example_inputs)
+            run = code.code if isinstance(code, GuardedCode) else code
+
+            def counted(*args):
+                if not self.enabled:
+                    return run(*args)
+                with self:
+                    return run(*args)
+
+            if isinstance(code, GuardedCode):
+                code.code = counted
+                return code
+            return counted
+
+        return compile_counted
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Counting(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = collective_name(func)
+                if name is not None and name != "wait_tensor":
+                    counter.calls[name] += 1
+                    inputs = args[0] if isinstance(args[0], (list, tuple)) else [args[0]]
+                    counter.bytes[name] += sum(t.numel() * t.element_size() for t in inputs)
+                return func(*args, **(kwargs or {}))
+
+        self._modes.append(Counting())
+        self._modes[-1].__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._modes.pop().__exit__(*exc)
 
 
 def example_value(node):

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .lowering import all_reduce_sum, reduce_scatter_sum
+
 
 def _shares(cfg_shared: bool, x: Tensor) -> bool:
     """CFG halves share a selection only in an even batch: batch 1, or any odd batch, does not share
@@ -48,11 +50,16 @@ def _scaled_query(q: Tensor, scale: float | None) -> Tensor:
     return q.float() * scale
 
 
-def attention_received(q, k, attn_mask=None, scale=None, chunk=256, cfg_shared=False) -> Tensor:
+def attention_received(q, k, attn_mask=None, scale=None, chunk=256, cfg_shared=False, group=None) -> Tensor:
     """s1: how much head-mean attention each key token receives, (B, Nk).
 
     Query rows are processed ``chunk`` at a time so the full Nq x Nk map is
     never materialised. The result is L2-normalised over tokens.
+
+    ``group``: the process group of Ulysses context parallelism, where ``q`` and ``k`` hold every
+    rank's tokens (rank-major) for this rank's heads. The ranks' sums are added and each rank keeps
+    its own keys (a reduce-scatter), normalised over every rank's (an all-reduce): the score of one
+    process, in the graph, with no host sync.
     """
     q = _scaled_query(q, scale)
     k = k.float()
@@ -64,7 +71,12 @@ def attention_received(q, k, attn_mask=None, scale=None, chunk=256, cfg_shared=F
         mask = attn_mask[..., rows, :] if mask_has_rows else attn_mask
         part = _probs(q[..., rows, :], k, mask).mean(dim=1).sum(dim=1)
         received = part if received is None else received + part
-    score = F.normalize(received, dim=-1)
+    if group is None:
+        score = F.normalize(received, dim=-1)
+    else:
+        received = reduce_scatter_sum(received, 1, group)
+        norm = all_reduce_sum(received.square().sum(dim=-1, keepdim=True), group).sqrt()
+        score = received / norm.clamp_min(1e-12)  # F.normalize's eps
     if _shares(cfg_shared, score):
         score = _mean_halves(score)
         return torch.cat([score, score])

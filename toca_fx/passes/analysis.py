@@ -4,13 +4,13 @@ context work. Nothing here reads the config; ``choices.py`` decides what to do w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
 
 from ..contract import SitePolicy
-from ..lowering import example_value
+from ..lowering import collective_name, example_value
 from .context import NO_CONTEXT, ContextWork, find_context
 from .graph import Ancestry, mutated_storage
 from .ops import draws_random_numbers
@@ -31,6 +31,9 @@ class RegionAnalysis:
     num_layers: int = 1  # the model's depth, for the layer factor
     mutated: frozenset[fx.Node] = frozenset()  # tensors the graph writes in place (their storage roots)
     context: ContextWork = NO_CONTEXT  # step-invariant values partial steps take from the full step
+    # SDPA -> (ranks, process group), for attentions over every rank's tokens (context parallelism)
+    attention_ranks: dict[fx.Node, tuple[int, str]] = field(default_factory=dict)
+    group: str | None = None  # the process group of the graph's collectives (context parallelism)
 
     random: bool = False  # whether the graph draws random numbers
 
@@ -54,10 +57,18 @@ def _score_length(kind: str, attention: fx.Node) -> int:
     return example_value(ops.key if kind == "attention" else ops.query).shape[-2]
 
 
+def score_ranks(site: Site) -> tuple[int, str] | None:
+    """(ranks, process group) where the site's attention runs over every rank's tokens (Ulysses):
+    its s1 score then sums the ranks' head groups and keeps each rank's own keys."""
+    ranks = site.flow.gathered.get(sdpa_operands(site.attention).key)
+    return (ranks, site.flow.group) if ranks else None
+
+
 def _score_attention(block_sites: list[Site]) -> dict[str, fx.Node]:
     """The block's SDPAs by the score they can give. A score must have one entry per token of every
     partial site in the block: the SDPA of a joint attention covers two streams' tokens, and a
-    block with streams of different lengths has none."""
+    block with streams of different lengths has none. Under Ulysses an s1 map covers every rank's
+    keys (one rank's share each); s2, an entropy of the head-mean map, is not a sum over head groups."""
     tokens = {s.num_tokens for s in block_sites if s.policy is SitePolicy.PARTIAL}
     found: dict[str, fx.Node] = {}
     for site in block_sites:
@@ -65,7 +76,10 @@ def _score_attention(block_sites: list[Site]) -> dict[str, fx.Node]:
             continue
         keys_from_stream = sdpa_operands(site.attention).key in site.flow.dims
         kind = "attention" if keys_from_stream else "cross_entropy"
-        if tokens == {_score_length(kind, site.attention)}:
+        ranks = score_ranks(site) if keys_from_stream else None
+        if sdpa_operands(site.attention).query in site.flow.gathered and not ranks:
+            continue
+        if tokens == {_score_length(kind, site.attention) // (ranks[0] if ranks else 1)}:
             found[kind] = site.attention
     return found
 
@@ -86,6 +100,12 @@ def _token_grids(graph: fx.Graph, sites: list[Site]) -> dict[int, tuple[int, int
         if found:
             grids[index] = found[-1]
     return grids
+
+
+def _collective_group(graph: fx.Graph) -> str | None:
+    """The process group (its name: a functional collective's last argument) of the graph's first collective."""
+    names = (collective_name(n.target) for n in graph.nodes)
+    return next((n.args[-1] for n, name in zip(graph.nodes, names) if name not in (None, "wait_tensor")), None)
 
 
 def _timestep_input(graph: fx.Graph) -> int | None:
@@ -110,9 +130,11 @@ def analyse(gm: fx.GraphModule, placement: Placement = UNPLACED) -> RegionAnalys
     mutated = frozenset(mutated_storage(gm.graph))
     random = any(draws_random_numbers(n) for n in gm.graph.nodes)
     grids = _token_grids(gm.graph, sites)
+    attention_ranks = {s.attention: score_ranks(s) for s in sites if s.attention is not None and score_ranks(s)}
     analysis = RegionAnalysis(
         sites, score_attention, grids, timestep, batch, num_layers=num_layers, mutated=mutated, random=random
     )
+    analysis.attention_ranks, analysis.group = attention_ranks, _collective_group(gm.graph)
     if analysis.cacheable:
         analysis.context = find_context(gm, sites, timestep)
     return analysis

@@ -21,6 +21,7 @@ class ScoreSource:
 
     kind: str  # "attention" (s1), "cross_entropy" (s2) or "random"
     attention: fx.Node | None
+    ranks: tuple[int, str] | None = None  # (ranks, process group) where the attention spans every rank's tokens
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,16 @@ class Choices:
     grid_note: str
 
 
-def _score_source(config: ToCaConfig, found: dict[str, fx.Node]) -> tuple[ScoreSource, str]:
+def _score_source(config: ToCaConfig, found: dict[str, fx.Node], ranks: dict) -> tuple[ScoreSource, str]:
     """The configured score where the block has it; else the other attention score, then random."""
     if config.score == "random":
         return ScoreSource("random", None), ""
     if config.score in found:
-        return ScoreSource(config.score, found[config.score]), ""
+        return ScoreSource(config.score, found[config.score], ranks.get(found[config.score])), ""
     for kind in ATTENTION_SCORES:
         if kind in found:
-            return ScoreSource(kind, found[kind]), f"{config.score} score unavailable in this block: using {kind}"
+            note = f"{config.score} score unavailable in this block: using {kind}"
+            return ScoreSource(kind, found[kind], ranks.get(found[kind])), note
     return ScoreSource("random", None), f"{config.score} score unavailable in this block: using random"
 
 
@@ -66,7 +68,7 @@ def choose(analysis: RegionAnalysis, config: ToCaConfig) -> Choices:
     notes: list[str] = []
     scores: dict[int, ScoreSource] = {}
     for layer in analysis.partial_layers:
-        scores[layer], note = _score_source(config, analysis.score_attention[layer])
+        scores[layer], note = _score_source(config, analysis.score_attention[layer], analysis.attention_ranks)
         if note:
             notes.append(f"layer {layer}: {note}")
     grids, grid_note = _grids(analysis, config)

@@ -9,6 +9,8 @@ import torch
 import torch.fx as fx
 from torch.fx.node import map_arg
 
+from ..lowering import collective_name
+
 
 def tensor_args(node: fx.Node) -> list[fx.Node]:
     """The input nodes of ``node`` (flattened over args and kwargs), tensors or tuples of them."""
@@ -48,7 +50,9 @@ def module_path(node: fx.Node) -> str:
     if not stack:
         return ""
     raw = list(stack.values())[-1][0]
-    raw = re.sub(r"^L\['self'\]", "", raw)
+    # The root: L['self'], or a hook's saved bound method, L['function_reference'].forward.__self__
+    # (diffusers' context-parallel hooks wrap the model's forward).
+    raw = re.sub(r"^L\['\w+'\](?:\.\w+\.__self__)*", "", raw)
     path = _MODULE_PARTS.sub(lambda m: "." + (m.group(1) or m.group(2)), raw)
     return re.sub(r"@\d+$", "", path).strip(".")
 
@@ -97,8 +101,13 @@ def writes_in_place(node: fx.Node) -> bool:
 
 
 def is_impure(node: fx.Node) -> bool:
-    """What dead-code elimination must keep: FX's impure nodes, and writes in place."""
-    return node.is_impure() or writes_in_place(node)
+    """What dead-code elimination must keep: FX's impure nodes, and writes in place.
+
+    A functional collective and its ``wait_tensor`` (impure to FX) are not kept for their own sake:
+    every rank runs the same variant at the same step (the schedule is a function of the step index
+    alone), so a collective whose result no one needs is dropped on every rank alike. This is what
+    makes a reused branch's all-to-alls disappear from partial steps."""
+    return (node.is_impure() and collective_name(node.target) is None) or writes_in_place(node)
 
 
 def mutated_storage(graph: fx.Graph) -> set[fx.Node]:

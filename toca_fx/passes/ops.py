@@ -6,6 +6,7 @@ A rule is the name of a method of the token tracer (``tokens._Tracer.rule_<name>
     x.view(b, -1, h, d) -> "reshape"      token axis found by its size and prefix product
     sdpa(q, k, v)       -> "sdpa"         token-local over the stream's queries, mixing if keys are the stream
     torch.cat           -> "concat"       joins a second stream, re-tiles slices, or adds channels
+    all_to_all_single   -> "exchange"     Ulysses: parts of a flattened value swapped with the peer ranks
 
 An op that is in no table is unknown: the site that reads it is not proven (never guessed).
 """
@@ -18,7 +19,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from ..lowering import FLEX_ATTENTION, PAD_FUNCTIONS, SDPA_FUNCTIONS
+from ..lowering import ALL_TO_ALL, FLEX_ATTENTION, PAD_FUNCTIONS, RANK_MIXING_COLLECTIVES, SDPA_FUNCTIONS, WAIT_TENSOR
 
 SDPA = SDPA_FUNCTIONS
 MATMUL = frozenset({torch.matmul, operator.matmul, torch.bmm})
@@ -70,6 +71,9 @@ FUNCTION_RULES: dict[object, str] = {
     torch.repeat_interleave: "repeat",
     torch.view_as_complex: "view_as_complex",
     torch.view_as_real: "keep",
+    # Functional collectives (context parallelism); None where torch has no distributed support.
+    **{op: rule for op, rule in ((ALL_TO_ALL, "exchange"), (WAIT_TENSOR, "wait")) if op is not None},
+    **dict.fromkeys(RANK_MIXING_COLLECTIVES, "across_ranks"),
 }
 METHOD_RULES: dict[str, str] = {
     **dict.fromkeys(("softmax", "log_softmax"), "softmax"),

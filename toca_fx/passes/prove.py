@@ -64,7 +64,10 @@ def prove_at_token_count(site, tokens: int) -> None:
         raise Unprovable(f"fake-tensor check at {tokens} tokens failed: {type(exc).__name__}: {exc}") from exc
     for node in fresh:
         value = interpreter.values[node.name]
-        expected = tokens + flow.extra_rows.get(node, 0)  # joined values also carry another stream's rows
+        if node in flow.flat:  # 1-D: its tokens are checked where it is reshaped back
+            continue
+        # joined values also carry another stream's rows; gathered ones every rank's tokens
+        expected = tokens * flow.gathered.get(node, 1) + flow.extra_rows.get(node, 0)
         if isinstance(value, torch.Tensor) and value.shape[flow.dims[node]] != expected:
             raise Unprovable(
                 f"{node.name} has {value.shape[flow.dims[node]]} tokens, not {expected}, at its token axis"

@@ -23,9 +23,17 @@ With ``forecast_order`` > 0, FULL first updates each cache's derivatives from th
     FULL:     y ─ update_derivatives_(y, cache_i, [d1_i, d2_i], age, clock) ─ cache_i.copy_(y)
     PARTIAL:  cache_i ─ forecast(cache_i, [d1_i, d2_i], age) ─ (* gate_t) ─ add ─▶
 
-A REUSE site's branch is dropped and ``cache_i`` (or its forecast) feeds the gate directly; a COMPUTE site runs as in
-FULL and refreshes its cache. Step-invariant context values (``context.py``) that FULL copies are
-read back, not recomputed. Rewritten nodes carry ``meta["toca"]`` with the site and the role.
+A REUSE site's branch is dropped and ``cache_i`` (or its forecast) feeds the gate directly; a
+COMPUTE site runs as in FULL and refreshes its cache. Under context parallelism a dropped branch
+takes its collectives with it (:func:`~.graph.is_impure`), so a reused Ulysses attention costs no
+communication::
+
+    FULL:    q ─ all_to_all ─ wait ─ sdpa ─ all_to_all ─ wait ─ out ─▶ y ─ (* gate) ─ add ─▶
+    PARTIAL:                                                cache_i ─ (* gate) ─ add ─▶
+
+Under Ulysses an s1 score sums the ranks' head groups in the graph (a reduce-scatter at full steps).
+Step-invariant context values (``context.py``) that FULL copies are read back, not recomputed.
+Rewritten nodes carry ``meta["toca"]`` with the site and the role.
 """
 
 from __future__ import annotations
@@ -91,7 +99,7 @@ def state_layout(analysis: RegionAnalysis, choices: Choices) -> dict[StateKey, B
         if source.attention is not None:
             ops = sdpa_operands(source.attention)
             query, key = example_value(ops.query), example_value(ops.key)
-            tokens = (key if source.kind == "attention" else query).shape[-2]
+            tokens = (key if source.kind == "attention" else query).shape[-2] // (source.ranks or (1,))[0]
             layout[StateKey(StateKind.SCORE, layer)] = BufferSpec((query.shape[0], tokens), torch.float32, query.device)
     for j, value in enumerate(analysis.context.values):
         layout[StateKey(StateKind.CONTEXT, j)] = like(value)
@@ -267,9 +275,10 @@ def _score(builder: _Builder, choices: Choices, layer: int, source) -> None:
     with builder.graph.inserting_after(sdpa):
         if source.kind == "attention":
             fn, extra = selection.attention_received, (choices.config.attention_chunk,)
+            extra += (choices.cfg_shared, source.ranks[1] if source.ranks else None)
         else:
-            fn, extra = selection.cross_attention_entropy, ()
-        score = builder.call(fn, ops.query, ops.key, ops.attn_mask, ops.scale, *extra, choices.cfg_shared, meta=meta)
+            fn, extra = selection.cross_attention_entropy, (choices.cfg_shared,)
+        score = builder.call(fn, ops.query, ops.key, ops.attn_mask, ops.scale, *extra, meta=meta)
     with builder.graph.inserting_after(score):
         builder.write(StateKey(StateKind.SCORE, layer), score, meta=meta)
 

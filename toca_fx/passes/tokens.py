@@ -19,6 +19,20 @@ fresh tokens::
 
     x (B,T*S,C) -t1-> reshape(B*T,S,C) -opaque-> sdpa -opaque-> reshape(B,T*S,C) -opaque->  (reused)
 
+Under context parallelism (diffusers' Ulysses attention) the stream is each rank's shard of the
+tokens, and two all-to-alls move the sharding from the tokens to the heads and back. Each is one
+*peer exchange*: a value flattened whole, swapped in equal parts along its leading axis, and
+reshaped back to its shape. The token axis keeps its place; the leading axis turns into the *peer
+axis* (row r holds rank r's tokens), and merging it into the token axis gives the *gathered* token
+axis, every rank's tokens rank by rank. A per-token op on gathered values stays token-local, and
+the exchange back returns each rank its own tokens::
+
+    q (B,N,H,D) -t1-> reshape(B,N,w,H/w,D).permute(2,1,0,3,4) -t1-> flatten -> all_to_all -> wait
+      -> reshape(w,N,B,H/w,D) -t1, peer 0-> flatten(0,1) -t0, gathered (w*N)-> ... sdpa -t2, gathered->
+      ... reshape(B,w,N,H/w,D) -t2, peer 1-> permute -> flatten -> all_to_all -> wait -> reshape -t3->
+
+A gather or reduction over ranks (all_gather_into_tensor, all_reduce) is opaque.
+
 Anything else raises :class:`Unprovable` with the reason: the analysis never guesses.
 """
 
@@ -59,6 +73,11 @@ class TokenFlow:
     # shift expanded to every token) and the fresh tokens' rows of one laid out by token (a
     # positional table, a per-token modulation): a pointwise op needs row j of it for token j.
     sides: dict[fx.Node, tuple[tuple[fx.Node, int, bool], ...]] = field(default_factory=dict)
+    # Context parallelism: values whose token axis is gathered over ranks -> the number of ranks,
+    # and 1-D values holding a value flattened for an all-to-all (their dims entry is that value's).
+    gathered: dict[fx.Node, int] = field(default_factory=dict)
+    flat: frozenset[fx.Node] = frozenset()
+    group: str | None = None  # the process group (its name) of the all-to-alls
 
 
 @dataclass(frozen=True)
@@ -169,6 +188,15 @@ class _Opaque(Exception):
     """The op moves tokens across rows: its output is opaque (see the module docstring)."""
 
 
+@dataclass(frozen=True)
+class _Flat:
+    """A 1-D value holding ``source`` flattened for an all-to-all; ``peer``: the peer axis it has
+    when reshaped back to ``source``'s shape (None: the rows are this rank's tokens)."""
+
+    source: fx.Node
+    peer: int | None
+
+
 class _Tracer:
     def __init__(self, source: fx.Node, source_dim: int):
         self.dims: dict[fx.Node, int] = {source: source_dim}
@@ -188,6 +216,12 @@ class _Tracer:
         self.extended: dict[fx.Node, tuple[int, int]] = {}
         self.split_extended: dict[fx.Node, int] = {}  # split of an extended value -> the stream's piece
         self.unextended: set[fx.Node] = set()
+        # Context parallelism (see the module docstring): node -> its peer axis; gathered values ->
+        # the number of ranks; 1-D values flattened for an all-to-all.
+        self.peers: dict[fx.Node, int] = {}
+        self.gathered: dict[fx.Node, int] = {}
+        self.flat: dict[fx.Node, _Flat] = {}
+        self.group: str | None = None
         self.num_tokens = _shape(source)[source_dim]
         self.batch = _shape(source)[1 - source_dim]
 
@@ -207,7 +241,10 @@ class _Tracer:
         windows = {self.windows.get(a) for a in ins}
         layouts = {self.extended.get(a) for a in ins}
         try:
+            if any(a in self.flat for a in ins) and rule_for(node) not in ("exchange", "wait", "reshape"):
+                raise _Opaque(f"{op_name(node)} of a value flattened for an all-to-all")
             self.dims[node] = self.output_dim(node, ins)
+            self.follow_ranks(node, ins)
         except _Opaque:
             self.dims[node] = None
             self.mixing.add(node)
@@ -250,6 +287,38 @@ class _Tracer:
                 raise _Opaque("a piece of the token axis holding other rows")
             self.unextended.add(node)
         return self.dims[x]
+
+    def follow_ranks(self, node, ins) -> None:
+        """Carry the peer axis and the gathered token axis through an op whose rule did not decide them."""
+        if node in self.peers or node in self.gathered or node in self.flat:
+            return
+        peers = [a for a in ins if a in self.peers]
+        gathered = {self.gathered[a] for a in ins if a in self.gathered}
+        if not peers and not gathered:
+            return
+        if len(peers) + sum(a in self.gathered for a in ins) != len(ins) or (peers and gathered):
+            raise _Opaque(f"{op_name(node)} joins values laid out over ranks with others")
+        if gathered:
+            self.gathered[node] = gathered.pop()
+            return
+        axes = {self.moved_axis(node, a, self.peers[a]) for a in peers}
+        if len(axes) != 1:
+            raise _Opaque(f"{op_name(node)} joins values with different peer axes")
+        self.peers[node] = axes.pop()
+
+    def moved_axis(self, node, x, axis: int) -> int:
+        """Where ``x``'s ``axis`` lands in ``node``'s output: through a permute, a transpose, or an op
+        that keeps the shape; anything else loses it."""
+        rule = rule_for(node)
+        if rule == "permute":
+            perm = node.args[1] if isinstance(node.args[1], (tuple, list)) else node.args[1:]
+            return [_norm_dim(p, len(perm)) for p in perm].index(axis)
+        if rule == "transpose":
+            a, b = (_norm_dim(d, example_value(x).dim()) for d in node.args[1:3])
+            return b if axis == a else a if axis == b else axis
+        if rule in ("pointwise", "keep", "wait") and _shape(node) == _shape(x):
+            return axis
+        raise _Opaque(f"{op_name(node)} of a value laid out over ranks")
 
     # -- rules (see ops.FUNCTION_RULES and ops.METHOD_RULES) --------------------------------------
     def rule_keep(self, node, x, ins) -> int:
@@ -432,9 +501,87 @@ class _Tracer:
         a, b = (_norm_dim(d, ndim) for d in node.args[1:3])
         return b if token == a else a if token == b else token
 
+    def rule_exchange(self, node, x, ins) -> int:
+        """``all_to_all_single(flat, out_splits, in_splits, group)`` of a value flattened whole, in
+        equal parts along its leading axis: part r goes to rank r, and rank r's part comes back in its
+        place. A leading axis of this rank's rows becomes the peer axis; the peer axis turns back."""
+        flat = self.flat.get(x)
+        if flat is None:
+            raise _Opaque("all-to-all of a value not flattened whole")
+        shape, (out_splits, in_splits) = _shape(flat.source), node.args[1:3]
+        parts = [list(out_splits or ()), list(in_splits or ())]
+        if parts[0] != parts[1] or len(parts[0]) != shape[0] or parts[0] != [math.prod(shape) // shape[0]] * shape[0]:
+            raise _Opaque("all-to-all in other parts than the rows of the leading axis")
+        if self.dims[flat.source] == 0 or flat.peer not in (None, 0) or flat.source in self.gathered:
+            raise _Opaque("all-to-all that moves tokens between ranks")
+        group = node.args[3] if len(node.args) > 3 else node.kwargs.get("group_name")
+        if self.group not in (None, group):
+            raise _Opaque("all-to-alls over different process groups")
+        self.flat[node], self.group = _Flat(flat.source, None if flat.peer == 0 else 0), group
+        self.token_args[node] = ("exchange", math.prod(shape) // (shape[0] * self.num_tokens))
+        return self.dims[x]
+
+    def rule_wait(self, node, x, ins) -> int:
+        if x in self.flat:
+            self.flat[node] = self.flat[x]
+        return self.dims[x]
+
+    def rule_across_ranks(self, node, x, ins) -> int:
+        raise _Opaque(f"{op_name(node)} combines every rank's values")
+
+    def flatten_for_exchange(self, node, x) -> bool:
+        """``x.flatten()`` or ``x.reshape(-1)`` of a value whose rows are whole: the first step of an
+        all-to-all (other users of the 1-D value make it opaque)."""
+        if is_method(node, "flatten") or node.target is torch.flatten:
+            flat = node.args[1:] == () and not node.kwargs
+        else:
+            flat = node.args[1:] in ((-1,), ((-1,),))
+        if not flat or len(_shape(x)) < 2 or x in self.gathered or x in self.windows or x in self.extended:
+            return False
+        self.flat[node] = _Flat(x, self.peers.get(x))
+        return True
+
+    def reshape_over_ranks(self, node, x, in_shape, out_shape) -> int | None:
+        """The token axis after a reshape that unflattens an exchanged value, merges the peer axis
+        into the token axis (gathering it) or splits a gathered axis into (peer, token); None for
+        a reshape none of these is."""
+        token = self.dims[x]
+        if x in self.flat:
+            flat = self.flat[x]
+            if out_shape != _shape(flat.source):
+                raise _Opaque("a flattened value reshaped to another shape")
+            if flat.peer is not None:
+                self.peers[node] = flat.peer
+            self.record_shape_arg(node, self.dims[flat.source])
+            return self.dims[flat.source]
+        if self.peers.get(x) == token - 1:
+            prefix, size = math.prod(in_shape[: token - 1]), in_shape[token - 1] * in_shape[token]
+            for j, n in enumerate(out_shape):
+                if n == size and math.prod(out_shape[:j]) == prefix:
+                    self.gathered[node] = in_shape[token - 1]
+                    return j
+        if x in self.gathered:
+            prefix, ranks = math.prod(in_shape[:token]), self.gathered[x]
+            for j in range(1, len(out_shape)):
+                if out_shape[j - 1 : j + 1] == (ranks, self.num_tokens) and math.prod(out_shape[: j - 1]) == prefix:
+                    self.peers[node] = j - 1
+                    self.record_shape_arg(node, j)
+                    return j
+            j = _reshape_dim(in_shape, token, out_shape)  # the gathered axis kept whole
+            self.gathered[node] = ranks
+            return j
+        if x in self.peers:
+            self.peers[node] = _reshape_dim(in_shape, self.peers[x], out_shape)
+        return None
+
     def rule_reshape(self, node, x, ins) -> int:
         out_shape = _shape(node)
         in_shape = _shape(x)
+        if len(out_shape) == 1 and self.flatten_for_exchange(node, x):
+            return self.dims[x]
+        over_ranks = self.reshape_over_ranks(node, x, in_shape, out_shape)
+        if over_ranks is not None:
+            return over_ranks
         if is_method(node, "expand"):
             dim = self.dims[x] + len(out_shape) - len(in_shape)
         else:
@@ -534,6 +681,9 @@ def trace_tokens(nodes: list[fx.Node], source: fx.Node, source_dim: int = 1) -> 
         frozenset(tracer.joined),
         {node: extra for node, (_, extra) in tracer.extended.items()},
         {node: tuple(sides) for node, sides in tracer.sides.items()},
+        dict(tracer.gathered),
+        frozenset(tracer.flat),
+        tracer.group,
     )
 
 
@@ -565,6 +715,15 @@ def set_token_count(node: fx.Node, positions: tuple[int, ...], tokens: int) -> N
         items = list(node.args[1]) if isinstance(node.args[1], tuple) else [node.args[1]]
         items[position] = slice(offset, offset + tokens)
         node.args = (node.args[0], tuple(items) if isinstance(node.args[1], tuple) else items[0])
+        return
+    if positions[0] == "exchange":  # all_to_all_single(x, [c*N]*w, [c*N]*w, group): c*tokens per rank
+        per_token, ranks = positions[1], len(node.args[1])
+        if isinstance(tokens, fx.Node):
+            with node.graph.inserting_before(node):
+                tokens = node.graph.call_function(operator.mul, (tokens, per_token))
+        else:
+            tokens = tokens * per_token
+        node.args = (node.args[0], [tokens] * ranks, [tokens] * ranks, *node.args[3:])
         return
     if positions[0] == "split":  # split(x, [.., N, ..]) -> split(x, [.., tokens, ..])
         sizes = list(node.kwargs.get("split_size_or_sections", node.args[1]))

@@ -17,10 +17,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
+import torch
 import torch.fx as fx
 
 from ..contract import SitePolicy, StateKey, StateKind, StepMode, tokens_computed
-from ..lowering import Compiler, accepts, compiled_module_on_stack, example_value
+from ..lowering import Compiler, accepts, compiled_module_on_stack, every_rank_agrees, example_value
 from ..passes.analysis import RegionAnalysis
 from ..passes.choices import Choices
 from ..passes.rewrite import Variant, cache_dtype, state_layout, step_modes
@@ -112,7 +113,7 @@ class Region:
             key, variant, code = self.variants.get(request, args, lambda v: self._inputs(state, v, request))
             outputs = code(*args, *self._inputs(state, variant, request))
             if key not in self.checked and self.checkable:
-                self._self_check(request, variant, code, outputs, args)
+                self._self_check_on_every_rank(request, variant, code, outputs, args)
                 self.checked.add(key)
         except Exception as exc:  # never break the model nor give a wrong output: run uncached from now on
             self._fail(request, exc, generation)
@@ -123,16 +124,36 @@ class Region:
         state.ready = True
         return outputs
 
-    def _self_check(self, request: StepRequest, variant: Variant, code: Callable, outputs, args) -> None:
+    def _self_check_on_every_rank(self, request: StepRequest, variant: Variant, code: Callable, outputs, args):
+        """The self-check. Under context parallelism one rank's failure is every rank's, agreed once
+        per variant: a rank running uncached alone would run other collectives than its peers."""
+        failures: list[SelfCheckFailed] = []
+        self._self_check(request, variant, code, outputs, args, failures)
+        if self.analysis.group is not None:
+            device = next(a.device for a in args if isinstance(a, torch.Tensor))
+            if not every_rank_agrees(not failures, self.analysis.group, device) and not failures:
+                failures.append(SelfCheckFailed("the self-check failed on another rank"))
+        if failures:
+            raise failures[0]
+
+    def _self_check(self, request: StepRequest, variant: Variant, code: Callable, outputs, args, failures) -> None:
         """A new variant's first outputs against its reference on the same inputs (``self_check.py``),
-        with state buffers of its own (the slot's state is not touched)."""
+        with state buffers of its own (the slot's state is not touched). Every comparison runs, so
+        that every rank runs the same collectives; ``failures`` collects the mismatches."""
+
+        def check(name: str, ours, reference, lossy: bool) -> None:
+            try:
+                compare(name, ours, reference, lossy=lossy)
+            except SelfCheckFailed as exc:
+                failures.append(exc)
+
         if request.full:
             try:
                 reference = self.gm.forward(*args)
             except Exception as exc:  # no reference to check against: not evidence of a wrong variant
                 log.info("toca_fx: self-check skipped: the original graph does not run eagerly here (%s)", exc)
                 return
-            compare("FULL variant", outputs, reference, lossy=quantized(args))
+            check("FULL variant", outputs, reference, quantized(args))
             return
         _, full, full_code = self.variants.get(FULL_STEP, args, lambda v: [])
         filled = SlotState(0)
@@ -142,7 +163,7 @@ class Region:
             for s in self.analysis.sites
         )
         current = SlotState(0, {key: value.clone() for key, value in filled.tensors.items()})
-        compare("PARTIAL variant", code(*args, *self._inputs(current, variant, request)), reference, lossy=lossy)
+        check("PARTIAL variant", code(*args, *self._inputs(current, variant, request)), reference, lossy)
         # Current caches hide a token the variant fails to recompute: with every token of each partial
         # site fresh and its cache all NaN, any such token shows.
         modes = step_modes(self.analysis.sites, self.config, request.fresh)
@@ -156,7 +177,7 @@ class Region:
             poisoned.tensors[StateKey(StateKind.CACHE, i)].fill_(float("nan"))
         inputs = [*args, *self._inputs(poisoned, variant, every)]
         if partial and accepts(code, inputs):
-            compare("PARTIAL variant with every token fresh", code(*inputs), reference, lossy=lossy)
+            check("PARTIAL variant with every token fresh", code(*inputs), reference, lossy)
 
     def _reusable_context(self, state: SlotState, args) -> tuple[int, ...]:
         """The context values whose inputs are the same, unmodified objects as at the last full step."""
