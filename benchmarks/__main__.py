@@ -2,7 +2,8 @@
 
 For each trained digit model (DiT: 50 DDIM steps, PixArt: 20 DPM-Solver++ steps), on the same model, seeds and
 steps: eager, plain torch.compile, toca_fx with the faithful ToCa preset, with random selection, FORA, diffusers'
-cache hooks, and a sweep of interval × fresh_ratio. Then speed at realistic size on a PixArt-α-shaped model.
+cache hooks and cache-dit (each with its main knob swept), and a sweep of interval × fresh_ratio. Then speed at
+realistic size on a PixArt-α-shaped model.
 Prints the tables and writes a PNG and BENCHMARKS.md into ``--out``.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks import document, methods, peers, plot, runner
+from benchmarks import cache_dit_peers, document, methods, peers, plot, runner
 from benchmarks.realistic import BENCH_SHAPE, SMOKE_SHAPE, RealisticWorkload
 from benchmarks.workloads import WORKLOADS, load_workload
 
@@ -59,10 +60,18 @@ def digit_methods(preset: str, args) -> list[methods.Method]:
             f"toca_fx {preset}, forecast", "toca_fx", preset, "stale rows forecast (order 1)", forecast_order=1
         ),
         *[
-            methods.toca(f"toca_fx taylorseer N={n}", "toca_fx", "taylorseer", "reuse forecast (order 2)", interval=n)
+            methods.toca(
+                f"toca_fx taylorseer N={n}",
+                "toca_fx",
+                "taylorseer",
+                "reuse forecast (order 2)",
+                curve="toca_fx taylorseer",
+                interval=n,
+            )
             for n in (3, 4, 6)
         ],
         *[methods.peer(hook) for hook in peers.HOOKS],
+        *[methods.cache_dit_peer(setting) for setting in cache_dit_peers.SETTINGS],
         *methods.sweep(preset, args.intervals, args.ratios),
     ]
 
@@ -142,7 +151,7 @@ def main(argv=None) -> dict[str, list[runner.Row]]:
             f"{workload.name} on digits: {workload.num_steps} {workload.sampler_name} steps, "
             f"{workload.num_samples} samples in batches of {args.batch_size}"
         )
-        comparison = "toca_fx against each diffusers hook at equal or higher speed"
+        comparison = "toca_fx against each peer row at equal or higher speed"
         print(f"\n{heading}\n{document.quality_table(rows)}\n\n{comparison}\n{document.peer_comparison_table(rows)}")
         body = document.quality_table(rows, "github")
         body += f"\n\n{comparison}:\n\n" + document.peer_comparison_table(rows, "github")
@@ -161,11 +170,13 @@ def main(argv=None) -> dict[str, list[runner.Row]]:
         f"FD noise: {len(noise)} random sets of {args.samples} real digits score {min(noise):.1f} to "
         f"{max(noise):.1f} against all {len(real_features):,}; FD differences of that size are sampling noise.",
         *document.not_applicable_lines(),
-        "Compilers: Dynamo with eager inner compilers for plain torch.compile and toca_fx, diffusers hooks eager "
-        "(smoke run)"
+        cache_dit_peers.DEFAULTS_FAIL,
+        "Compilers: Dynamo with eager inner compilers for plain torch.compile and toca_fx, diffusers hooks and "
+        "cache-dit eager (smoke run)"
         if args.smoke
-        else "Compilers: Inductor for plain torch.compile and toca_fx; the diffusers hooks run on top of plain "
-        "torch.compile (Dynamo recompiles on their Python state; `graphs` counts the graphs it compiled).",
+        else "Compilers: Inductor for plain torch.compile and toca_fx; the diffusers hooks and cache-dit run on top "
+        "of plain torch.compile (Dynamo recompiles on their Python state; `graphs` counts the graphs it compiled); "
+        "the parts they mark torch.compiler.disable run eager, as each row's note says.",
         f"Whole run: {elapsed / 60:.1f} minutes.",
     ]
     for line in notes:

@@ -130,9 +130,9 @@ def _at_least_as_good(row, peer) -> bool:
 
 
 def peer_comparison_table(rows, tablefmt: str = "simple") -> str:
-    """For each diffusers hook's row and each speed axis: toca_fx's best row (faithful preset, FORA or the sweep)
-    at least as fast, and whether its quality (PSNR against uncached, Fréchet distance) is at least as good.
-    Best = meets both if any row does, then the highest PSNR."""
+    """For each peer's row (a diffusers hook or cache-dit point) and each speed axis: toca_fx's best row (faithful
+    preset, FORA or the sweep) at least as fast, and whether its quality (PSNR against uncached, Fréchet distance)
+    is at least as good. Best = meets both if any row does, then the highest PSNR."""
     ours = [r for r in rows if r.kind in ("toca_fx", "sweep")]
     table = []
     for peer in (r for r in rows if r.kind == "peer"):

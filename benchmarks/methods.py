@@ -12,10 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn as nn
 
 import toca_fx
-from benchmarks import peers
+from benchmarks import cache_dit_peers, peers
 from toca_fx import ToCaConfig
 from toca_fx.lowering import recompile_limit
 from toca_fx.passes.flops import flop_counter
@@ -27,7 +26,7 @@ class Prepared:
     count_flops: Callable[[Callable[[Callable], object]], float]  # count_flops(generate) -> FLOPs of one generation
     reset: Callable[[], None] = lambda: None
     toca: toca_fx.ToCa | None = None
-    transformer: nn.Module | None = None  # where diffusers hooks hold their state
+    held_bytes: Callable[[], int] | None = None  # bytes a peer's cache holds, after a generation
     settings: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext  # around the whole row
 
 
@@ -37,6 +36,11 @@ class Method:
     kind: str  # "eager", "compile", "toca_fx", "sweep" or "peer"
     prepare: Callable[..., Prepared] = field(repr=False)  # (workload, compiler) -> Prepared
     note: str = ""
+    curve: str = ""  # the rows that the plot joins into one line: one method with one knob varied
+
+    @property
+    def family(self) -> str:
+        return self.curve or self.name
 
 
 class FlopTally:
@@ -98,7 +102,7 @@ def plain_compile() -> Method:
     return Method("torch.compile", "compile", prepare, "the speed and compile-time baseline")
 
 
-def toca(name: str, kind: str, preset: str, note: str = "", **overrides) -> Method:
+def toca(name: str, kind: str, preset: str, note: str = "", curve: str = "", **overrides) -> Method:
     def prepare(workload, compiler):
         model = workload.model
         config = ToCaConfig.preset(preset, num_steps=workload.num_steps, compiler=compiler, **overrides)
@@ -122,43 +126,73 @@ def toca(name: str, kind: str, preset: str, note: str = "", **overrides) -> Meth
 
         return Prepared(compiled, count, reset=backend.reset, toca=backend)
 
-    return Method(name, kind, prepare, note)
+    return Method(name, kind, prepare, note, curve)
 
 
-def peer(hook: peers.Hook) -> Method:
-    """A diffusers cache hook on a copy of the model, under plain torch.compile (Dynamo recompiles on the hooks'
-    Python state: allowed up to a few graphs per step); eager when ``compiler`` is "eager"."""
+def _hooked_peer(name: str, curve: str, note: str, hooked_copy, reset, held_bytes) -> Method:
+    """A peer that hooks a copy of the model (``hooked_copy(workload, timestep)``), run under plain torch.compile
+    (Dynamo recompiles on the hooks' Python state: allowed up to a few graphs per step); eager when ``compiler``
+    is "eager". ``reset(transformer, num_steps)`` starts a generation; ``held_bytes(transformer)`` sizes the cache."""
 
     def prepare(workload, compiler):
         model, num_steps, timestep = workload.model, workload.num_steps, peers.Timestep()
-
-        def calibrate(copy):
-            return workload.sample(peers.TimestepProbe(copy, model, timestep), workload.batches[0])
-
-        hooked = peers.hooked_copy(model, hook, num_steps, timestep, calibrate)
+        hooked = hooked_copy(workload, timestep)
         transformer = peers.diffusers_transformer(hooked)
         # Smoke runs (eager inner compilers) skip Dynamo here: its recompiles on hook state cost the most time.
         compiled = hooked if compiler == "eager" else torch.compile(hooked, dynamic=False)
 
-        def reset():
-            peers.reset_hooks(transformer)
+        def reset_generation():
+            reset(transformer, num_steps)
 
-        count = count_eager(peers.TimestepProbe(hooked, model, timestep), reset)
+        count = count_eager(peers.TimestepProbe(hooked, model, timestep), reset_generation)
         run = peers.TimestepProbe(compiled, model, timestep)
         limit = 4 * num_steps + 8
 
         def settings():
             return recompile_limit(limit)
 
-        return Prepared(run, count, reset=reset, transformer=transformer, settings=settings)
+        return Prepared(
+            run, count, reset=reset_generation, held_bytes=lambda: held_bytes(transformer), settings=settings
+        )
 
-    return Method(f"diffusers {hook.name}", "peer", prepare, hook.settings)
+    return Method(name, "peer", prepare, note, curve)
+
+
+def peer(hook: peers.Hook) -> Method:
+    """A point of one of diffusers' cache hooks."""
+
+    def hooked(workload, timestep):
+        def calibrate(copy):
+            return workload.sample(peers.TimestepProbe(copy, workload.model, timestep), workload.batches[0])
+
+        return peers.hooked_copy(workload.model, hook, workload.num_steps, timestep, calibrate)
+
+    return _hooked_peer(
+        f"diffusers {hook.name}",
+        f"diffusers {hook.curve}",
+        hook.settings,
+        hooked,
+        lambda transformer, num_steps: peers.reset_hooks(transformer),
+        peers.held_bytes,
+    )
+
+
+def cache_dit_peer(setting: cache_dit_peers.Setting) -> Method:
+    """A cache-dit configuration."""
+    return _hooked_peer(
+        setting.name,
+        setting.curve,
+        setting.note,
+        lambda workload, timestep: cache_dit_peers.cached_copy(workload.model, setting, workload.num_steps),
+        cache_dit_peers.reset,
+        cache_dit_peers.held_bytes,
+    )
 
 
 def sweep(preset: str, intervals, ratios) -> list[Method]:
     """toca_fx's curve: the faithful preset with ``interval`` × ``fresh_ratio`` varied."""
     return [
-        toca(f"toca_fx N={n} r={r:g}", "sweep", preset, interval=n, fresh_ratio=r)
+        toca(f"toca_fx N={n} r={r:g}", "sweep", preset, curve="toca_fx sweep", interval=n, fresh_ratio=r)
         for n in intervals
         for r in ratios
         if (n, r) != (ToCaConfig.preset(preset).interval, ToCaConfig.preset(preset).fresh_ratio)

@@ -1,9 +1,11 @@
 """diffusers' own cache hooks (``diffusers.hooks``), applied to a model as a user would, for side-by-side rows.
 
-Each hook is applied to the model's diffusers transformer with diffusers' defaults, except where a field has no
-default that fits (a timestep callback, block patterns that match these models, the tensor layout) or where the
-hook needs calibrating on the model (MagCache). Hooks keep Python state and branch on it, so Dynamo guards on
-that state and recompiles; the rows allow enough recompiles for one generation and report how many graphs that took.
+Each hook is applied to the model's diffusers transformer with diffusers' defaults, except for its main knob,
+swept over 3-4 points that include its default where it has one (FasterCache: one point), and where a field has
+no default that fits (a timestep callback, block patterns that match these models, the tensor layout) or where
+the hook needs calibrating on the model (MagCache). Hooks keep Python state and branch on it, so Dynamo guards on
+that state and recompiles; the rows allow enough recompiles for one generation and report how many graphs that
+took.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import inspect
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -74,29 +77,36 @@ def diffusers_transformer(model: nn.Module) -> ModelMixin:
 
 @dataclass(frozen=True)
 class Hook:
-    """One of diffusers' cache hooks: ``configure(num_steps, timestep_callback, ratios)`` gives its config."""
+    """One point of one of diffusers' cache hooks: ``configure(num_steps, timestep_callback, ratios)`` gives its
+    config. Points of the same hook share ``curve`` (the hook, and any setting held fixed along its knob)."""
 
     name: str
+    curve: str
     apply: Callable
     configure: Callable[..., object]
-    settings: str  # what we set beyond diffusers' defaults, for the table's note
+    settings: str  # what we set beyond diffusers' defaults, and how the hook runs under torch.compile
     calibrate: bool = False  # MagCache: mag_ratios are measured on the model first
 
 
-def _first_block(num_steps, now, ratios):
-    return FirstBlockCacheConfig()
+def _first_block(threshold, num_steps, now, ratios):
+    return FirstBlockCacheConfig(threshold=threshold)
 
 
-def _taylorseer(num_steps, now, ratios):
+def _taylorseer(interval, order, num_steps, now, ratios):
     # The default patterns ("^transformer_blocks.*attn", full match) match no module named attn1/attn2.
     return TaylorSeerCacheConfig(
-        cache_identifiers=[r"transformer_blocks\.\d+\.(attn1|attn2|ff)"], taylor_factors_dtype=torch.float32
+        cache_interval=interval,
+        max_order=order,
+        cache_identifiers=[r"transformer_blocks\.\d+\.(attn1|attn2|ff)"],
+        taylor_factors_dtype=torch.float32,
     )
 
 
-def _pyramid(num_steps, now, ratios):
+def _pyramid(spatial, cross, num_steps, now, ratios):
     return PyramidAttentionBroadcastConfig(
-        spatial_attention_block_skip_range=2, cross_attention_block_skip_range=4, current_timestep_callback=now
+        spatial_attention_block_skip_range=spatial,
+        cross_attention_block_skip_range=cross,
+        current_timestep_callback=now,
     )
 
 
@@ -115,24 +125,74 @@ def _faster(num_steps, now, ratios):
     )
 
 
-def _mag(num_steps, now, ratios):
+def _mag(threshold, num_steps, now, ratios):
     if ratios is None:
         return MagCacheConfig(calibrate=True, num_inference_steps=num_steps)
-    return MagCacheConfig(mag_ratios=ratios, num_inference_steps=num_steps)
+    return MagCacheConfig(threshold=threshold, mag_ratios=ratios, num_inference_steps=num_steps)
 
+
+def _default(value, default) -> str:
+    return " (default)" if value == default else ""
+
+
+# Under torch.compile (read from diffusers 0.42's source): FirstBlockCache's threshold test, TaylorSeer's
+# step counter and forecast, and MagCache's whole head and block forwards carry @torch.compiler.disable.
+_FIRST_BLOCK_EAGER = "the threshold test runs eager (torch.compiler.disable)"
+_TAYLORSEER_EAGER = "step counter and forecast run eager (torch.compiler.disable)"
+_MAG_EAGER = "every hooked block's forward runs eager (torch.compiler.disable)"
 
 HOOKS = (
-    Hook("FirstBlockCache", apply_first_block_cache, _first_block, "threshold 0.05 (default)"),
-    Hook("TaylorSeer", apply_taylorseer_cache, _taylorseer, "attn1, attn2, ff of every block; defaults otherwise"),
-    Hook("PyramidAttentionBroadcast", apply_pyramid_attention_broadcast, _pyramid, "self-attn every 2, cross every 4"),
+    *[
+        Hook(
+            f"FirstBlockCache t={t:g}",
+            "FirstBlockCache",
+            apply_first_block_cache,
+            partial(_first_block, t),
+            f"threshold {t:g}{_default(t, 0.05)}; {_FIRST_BLOCK_EAGER}",
+        )
+        for t in (0.02, 0.05, 0.1, 0.2)
+    ],
+    *[
+        Hook(
+            f"TaylorSeer order={order} N={n}",
+            f"TaylorSeer order={order}",
+            apply_taylorseer_cache,
+            partial(_taylorseer, n, order),
+            f"interval {n}, order {order}{_default((n, order), (5, 1))}; attn1, attn2, ff of every block; "
+            + _TAYLORSEER_EAGER,
+        )
+        for order, intervals in ((1, (3, 5, 8)), (2, (5, 8)))
+        for n in intervals
+    ],
+    *[
+        Hook(
+            f"PyramidAttentionBroadcast spatial={s} cross={2 * s}",
+            "PyramidAttentionBroadcast",
+            apply_pyramid_attention_broadcast,
+            partial(_pyramid, s, 2 * s),
+            f"self-attn every {s}, cross every {2 * s}",
+        )
+        for s in (2, 3, 4)
+    ],
     Hook(
+        "FasterCache",
         "FasterCache",
         apply_faster_cache,
         _faster,
         "defaults, BCHW, class_labels split as a CFG input; it computes the batch's cond half and "
         "extrapolates the uncond half",
     ),
-    Hook("MagCache", apply_mag_cache, _mag, "threshold 0.06, K=3 (defaults); ratios calibrated here", calibrate=True),
+    *[
+        Hook(
+            f"MagCache t={t:g}",
+            "MagCache",
+            apply_mag_cache,
+            partial(_mag, t),
+            f"threshold {t:g}{_default(t, 0.06)}, K=3; ratios calibrated here; {_MAG_EAGER}",
+            calibrate=True,
+        )
+        for t in (0.03, 0.06, 0.12, 0.24)
+    ],
 )
 
 
@@ -165,6 +225,17 @@ def hooked_copy(model: nn.Module, hook: Hook, num_steps: int, now: Callable[[], 
 
 def held_bytes(transformer: nn.Module) -> int:
     """Bytes of the tensors that the hooks under ``transformer`` hold in their state (each storage once)."""
+    hooks = []
+    for module in transformer.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is not None:
+            hooks += list(registry.hooks.values())
+    return tensor_bytes(hooks)
+
+
+def tensor_bytes(holders: list) -> int:
+    """Bytes of the tensors reachable from the attributes of ``holders`` (10 levels deep, each storage once),
+    not counting modules: their parameters are the model's."""
     seen: dict[int, int] = {}
 
     def visit(value, depth: int) -> None:
@@ -182,9 +253,6 @@ def held_bytes(transformer: nn.Module) -> int:
         elif hasattr(value, "__dict__") and not callable(value) and not isinstance(value, (nn.Module, type)):
             visit(vars(value), depth - 1)
 
-    for module in transformer.modules():
-        registry = getattr(module, "_diffusers_hook", None)
-        if registry is not None:
-            for hook in registry.hooks.values():
-                visit(vars(hook), 10)
+    for holder in holders:
+        visit(vars(holder), 10)
     return sum(seen.values())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from benchmarks import metrics, peers
+from benchmarks import metrics
 from benchmarks.methods import Method
 from toca_fx.cost import held_cache_bytes
 from toca_fx.lowering import dynamo_graph_count, fresh_inductor_cache, reset_dynamo
@@ -37,6 +37,7 @@ class Row:
     cache_bytes: int | None
     graphs: int  # graphs Dynamo compiled for the row
     note: str
+    curve: str = ""  # the plot's line for the row (methods.Method.family)
     psnr: float | None = None  # against the uncached samples from the same noise
     relative_l2: float | None = None
     accuracy: float | None = None
@@ -79,8 +80,8 @@ def measure(workload, method: Method, compiler: str, repeats: int) -> tuple[Row,
         flops = prepared.count_flops(lambda run: workload.sample(run, workload.batches[0]))
     if prepared.toca is not None:
         cache_bytes = held_cache_bytes(prepared.toca.regions)
-    elif prepared.transformer is not None:
-        cache_bytes = peers.held_bytes(prepared.transformer)
+    elif prepared.held_bytes is not None:
+        cache_bytes = prepared.held_bytes()
     else:
         cache_bytes = None
     note = method.note
@@ -101,6 +102,7 @@ def measure(workload, method: Method, compiler: str, repeats: int) -> tuple[Row,
         cache_bytes=cache_bytes,
         graphs=graphs,
         note=note,
+        curve=method.family,
     )
     return row, images
 

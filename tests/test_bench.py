@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from benchmarks import digits, peers
+from benchmarks import cache_dit_peers, digits, peers
 
 pytestmark = pytest.mark.skipif(
     not all(digits.weights_path(name).exists() for name in ("dit", "pixart", "classifier")),
@@ -23,12 +23,16 @@ def test_smoke_run_writes_every_row(tmp_path, capsys):
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
 
     assert set(tables) == {"DiT", "PixArt", "realistic"}
-    peer_rows = {f"diffusers {hook.name}" for hook in peers.HOOKS}
+    peer_rows = {f"diffusers {hook.name}" for hook in peers.HOOKS} | {s.name for s in cache_dit_peers.SETTINGS}
     for name in ("DiT", "PixArt"):
         rows = tables[name]
         methods = [row.method for row in rows]
         assert methods[:2] == ["eager (uncached)", "torch.compile"]
         assert peer_rows <= set(methods) and "toca_fx fora" in methods
+        # Every peer's knob is swept: 3 or more points on the curve of each hook (FasterCache: one config).
+        curves = [row.curve for row in rows if row.kind == "peer"]
+        assert {curves.count(c) for c in set(curves) if c != "diffusers FasterCache"} <= {2, 3, 4}
+        assert curves.count("diffusers FirstBlockCache") == 4 and curves.count("cache-dit DBCache F1B0") == 4
         # faithful scores, random scores, FORA, forecast stale rows, TaylorSeer at 3 intervals
         assert sum(row.kind == "toca_fx" for row in rows) == 7
         assert any(row.kind == "sweep" for row in rows)
@@ -41,6 +45,8 @@ def test_smoke_run_writes_every_row(tmp_path, capsys):
             assert all(math.isfinite(v) for v in (row.relative_l2, row.accuracy, row.frechet))
             if row.kind in ("toca_fx", "sweep"):
                 assert row.cache_bytes > 0
+            if row.kind == "peer":
+                assert row.cache_bytes is not None
         for row in rows:
             if row.method.startswith("toca_fx fora") or row.note.startswith("faithful"):
                 assert row.flops < uncached.flops and row.ideal > 1  # FLOP counting sees the cached steps
@@ -49,9 +55,11 @@ def test_smoke_run_writes_every_row(tmp_path, capsys):
         "torch.compile",
         "toca_fx pixart-alpha",
         "toca_fx fora",
+        "toca_fx taylorseer",
     ]
     assert all(math.isfinite(row.ideal) and row.speedup > 0 for row in tables["realistic"])
     assert "python -m benchmarks --smoke" in markdown and "Targets" in markdown and "SeaCache" in markdown
+    assert "cache-dit 1.5.3 DBCache at its defaults (F8B0): not run" in markdown
     assert re.search(r"FD noise: 10 random sets of 2 real digits score [\d.]+ to [\d.]+ against all 1,797", markdown)
     assert (tmp_path / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -82,3 +90,16 @@ def test_peer_comparison_takes_the_best_toca_row_at_least_as_fast():
     assert by_key["peer A", "FLOPs-ideal"] == ("toca slow", "toca_fx at least as good")
     assert by_key["peer B", "measured"] == ("-", "no toca_fx row this fast")
     assert by_key["peer B", "FLOPs-ideal"] == ("-", "no toca_fx row this fast")
+
+
+def test_pareto_front_keeps_the_rows_no_other_beats_on_speed_and_psnr():
+    from benchmarks.plot import pareto_front
+
+    rows = [
+        _row("slow good", "sweep", 1.2, 1.2, 40.0, 1.0),
+        _row("dominated", "sweep", 1.5, 1.5, 30.0, 1.0),
+        _row("tie", "sweep", 1.5, 1.5, 30.0, 1.0),
+        _row("fast", "toca_fx", 2.0, 2.0, 32.0, 1.0),
+        _row("fastest bad", "sweep", 3.0, 3.0, 20.0, 1.0),
+    ]
+    assert [r.method for r in pareto_front(rows)] == ["slow good", "fast", "fastest bad"]
