@@ -42,6 +42,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.05, 0.15, 0.3, 0.6], help="sweep: fresh_ratio")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where BENCHMARKS.md and the PNG go")
     parser.add_argument("--skip-realistic", action="store_true", help="skip speed at realistic size")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="TEXT",
+        help="development: only the digit rows whose names contain one of these (the baselines always run)",
+    )
+    parser.add_argument(
+        "--compiler",
+        choices=["inductor", "eager"],
+        help="development: the inner compiler of every row (eager: quality and FLOPs only; default: inductor)",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.samples, args.batch_size, args.repeats = 2, 2, 1
@@ -76,6 +87,13 @@ def digit_methods(preset: str, args) -> list[methods.Method]:
     ]
 
 
+def selected(method_list: list[methods.Method], only: list[str] | None) -> list[methods.Method]:
+    """The baselines (eager, plain compile: every ratio is against them) and the rows ``only`` names."""
+    if not only:
+        return method_list
+    return [m for m in method_list if m.kind in ("eager", "compile") or any(text in m.name for text in only)]
+
+
 def realistic_methods() -> list[methods.Method]:
     return [
         methods.eager(),
@@ -108,7 +126,7 @@ def main(argv=None) -> dict[str, list[runner.Row]]:
     args = parse_args(argv)
     command = "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
-    compiler = "eager" if args.smoke else "inductor"
+    compiler = args.compiler or ("eager" if args.smoke else "inductor")
     logging.getLogger("toca_fx").setLevel(logging.ERROR)  # per-variant logs would drown the progress bar
     warnings.filterwarnings("ignore", module="diffusers")
     warm_up(compiler)
@@ -120,7 +138,7 @@ def main(argv=None) -> dict[str, list[runner.Row]]:
     workloads = [
         load_workload(name, args.samples, args.batch_size, steps=4 if args.smoke else None) for name in args.models
     ]
-    plans = [(w, digit_methods(w.preset, args)) for w in workloads]
+    plans = [(w, selected(digit_methods(w.preset, args), args.only)) for w in workloads]
     realistic = None if args.skip_realistic else RealisticWorkload(SMOKE_SHAPE if args.smoke else BENCH_SHAPE)
     total = sum(len(m) for _, m in plans) + (0 if realistic is None else len(realistic_methods()))
 

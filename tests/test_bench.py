@@ -103,3 +103,16 @@ def test_pareto_front_keeps_the_rows_no_other_beats_on_speed_and_psnr():
         _row("fastest bad", "sweep", 3.0, 3.0, 20.0, 1.0),
     ]
     assert [r.method for r in pareto_front(rows)] == ["slow good", "fast", "fastest bad"]
+
+
+def test_only_keeps_the_baselines_and_the_named_rows():
+    from argparse import Namespace
+
+    from benchmarks.__main__ import digit_methods, selected
+
+    rows = digit_methods("dit", Namespace(intervals=[2], ratios=[0.3]))
+    kept = [m.name for m in selected(rows, ["taylorseer", "diffusers MagCache"])]
+    assert kept[:2] == ["eager (uncached)", "torch.compile"]
+    assert all("taylorseer" in name or "diffusers MagCache" in name for name in kept[2:])
+    assert sum("taylorseer" in name for name in kept) == 3 and any("MagCache" in name for name in kept)
+    assert selected(rows, None) == rows
