@@ -105,8 +105,8 @@ def state_layout(analysis: RegionAnalysis, choices: Choices) -> dict[StateKey, B
         layout[StateKey(StateKind.CONTEXT, j)] = like(value)
     forecast_sites = [(i, s) for i, s in enumerate(analysis.sites) if forecasts(choices.config, s)]
     for i, site in forecast_sites:
-        for order in range(choices.config.forecast_order):
-            layout[StateKey(StateKind.DERIVATIVE, i, order)] = like(site.output, cache_dtype(choices.config, site))
+        for key in derivative_keys(choices.config, i):
+            layout[key] = like(site.output, cache_dtype(choices.config, site))
     if forecast_sites:
         device = example_value(forecast_sites[0][1].output).device
         layout[CLOCK] = BufferSpec((2,), torch.float32, device)
@@ -114,6 +114,11 @@ def state_layout(analysis: RegionAnalysis, choices: Choices) -> dict[StateKey, B
 
 
 CLOCK = StateKey(StateKind.CLOCK, 0)
+
+
+def derivative_keys(config: ToCaConfig, index: int) -> list[StateKey]:
+    """The first, second, ... derivative of site ``index``'s cache, up to the forecast order."""
+    return [StateKey(StateKind.DERIVATIVE, index, order) for order in range(config.forecast_order)]
 
 
 def forecasts(config: ToCaConfig, site: Site) -> bool:
@@ -222,8 +227,7 @@ def _age(builder: _Builder, index: int, site: Site, ahead: int = 0) -> fx.Node:
 
 
 def _derivatives(builder: _Builder, index: int) -> list[fx.Node]:
-    keys = [StateKey(StateKind.DERIVATIVE, index, order) for order in range(builder.config.forecast_order)]
-    return [builder.state(key) for key in keys]
+    return [builder.state(key) for key in derivative_keys(builder.config, index)]
 
 
 def _update_derivatives(builder: _Builder, index: int, site: Site, cache_write: fx.Node) -> None:
@@ -231,7 +235,7 @@ def _update_derivatives(builder: _Builder, index: int, site: Site, cache_write: 
     with builder.graph.inserting_before(cache_write):
         age = _age(builder, index, site, ahead=1)  # the counter and clock move at the end of the step
         derivatives = _derivatives(builder, index)
-        builder.writes.extend(StateKey(StateKind.DERIVATIVE, index, o) for o in range(len(derivatives)))
+        builder.writes.extend(derivative_keys(builder.config, index))
         meta = {"site": index, "role": "derivatives"}
         value, cache = builder.env[site.output], builder.state(StateKey(StateKind.CACHE, index))
         builder.call(selection.update_derivatives_, value, cache, derivatives, age, builder.state(CLOCK), meta=meta)

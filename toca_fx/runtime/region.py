@@ -162,7 +162,7 @@ class Region:
             s.policy is not SitePolicy.FULL and cache_dtype(self.config, s) != example_value(s.output).dtype
             for s in self.analysis.sites
         )
-        current = SlotState(0, {key: value.clone() for key, value in filled.tensors.items()})
+        current = filled.copy()
         check("PARTIAL variant", code(*args, *self._inputs(current, variant, request)), reference, lossy)
         # Current caches hide a token the variant fails to recompute: with every token of each partial
         # site fresh and its cache all NaN, any such token shows.
@@ -172,7 +172,7 @@ class Region:
             tuple(self.specs[i].num_tokens if i in partial else k for i, k in enumerate(request.fresh)),
             request.reused_context,
         )
-        poisoned = SlotState(0, {key: value.clone() for key, value in filled.tensors.items()})
+        poisoned = filled.copy()
         for i in partial:
             poisoned.tensors[StateKey(StateKind.CACHE, i)].fill_(float("nan"))
         inputs = [*args, *self._inputs(poisoned, variant, every)]

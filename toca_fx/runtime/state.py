@@ -25,6 +25,10 @@ class SlotState:
     ready: bool = False  # whether a full step has filled the caches
     context_inputs: dict[int, tuple] = field(default_factory=dict)  # placeholder -> snapshot at the full step
 
+    def copy(self) -> SlotState:
+        """A slot state with copies of these buffers (for runs that must not touch them)."""
+        return SlotState(self.step, {key: value.clone() for key, value in self.tensors.items()})
+
     def unchanged_inputs(self, args, placeholders) -> set[int]:
         """The placeholders whose inputs are the same, unmodified objects as at the last full step."""
         saved = self.context_inputs
