@@ -131,3 +131,19 @@ def test_order_zero_adds_nothing_and_derivatives_count_as_cache_memory():
                 assert not roles & {"forecast", "derivatives", "age", "clock"}
     assert held[1, None] == 2 * held[0, None] and held[2, None] == 3 * held[0, None]
     assert held[2, torch.bfloat16] == held[2, None] // 2
+
+
+def test_forecasting_a_site_reused_for_want_of_a_token_flow():
+    """StableAudio's sites are reused whole because no token flow is proven for them: their forecast
+    ages by the clock alone (found by running every zoo model with forecasting; 8 of 83 failed before)."""
+    from zoo import ZOO
+    from zoo.checks import generate
+
+    case = ZOO["StableAudioDiTModel"].build()
+    reference = sample(case, case.model, 6)
+    toca, model = compile_toca(case, "taylorseer", compiler="eager", num_steps=6, interval=3, **RECOMPUTE_ALL)
+    assert_same(generate(case, toca, model, 6), reference)
+    assert not [region.failure for region in toca.regions if region.failure]
+    toca, model = compile_toca(case, "taylorseer", compiler="eager", num_steps=6)
+    assert all(torch.isfinite(out).all() for out in generate(case, toca, model, 6))
+    assert toca.stats["partial_steps"] > 0 and not [region.failure for region in toca.regions if region.failure]

@@ -217,13 +217,13 @@ def _emit_cache(builder: _Builder, index: int, site: Site) -> fx.Node:
 
 def _age(builder: _Builder, index: int, site: Site, ahead: int = 0) -> fx.Node:
     """Steps since each cached row of a site was computed (``selection.cache_age``)."""
-    counter = builder.state(StateKey(StateKind.COUNTER, index)) if site.policy is SitePolicy.PARTIAL else None
-    ndim = example_value(site.output).dim()
     meta = {"site": index, "role": "age"}
     clock = builder.state(CLOCK)
-    return builder.call(
-        selection.cache_age, clock, counter, ndim, site.flow.dims[site.output], site.batch_axis, ahead, meta=meta
-    )
+    if site.policy is not SitePolicy.PARTIAL:  # reused whole: no counter, and maybe no token flow
+        return builder.call(selection.cache_age, clock, None, 0, 0, 0, ahead, meta=meta)
+    counter = builder.state(StateKey(StateKind.COUNTER, index))
+    ndim, dim = example_value(site.output).dim(), site.flow.dims[site.output]
+    return builder.call(selection.cache_age, clock, counter, ndim, dim, site.batch_axis, ahead, meta=meta)
 
 
 def _derivatives(builder: _Builder, index: int) -> list[fx.Node]:
